@@ -1,0 +1,64 @@
+"""Generation parameters and their validation (errors name the offending field)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields, replace
+
+from ...errors import InvalidInputError
+
+MAX_BEAMS = 16
+MAX_RETURN = 16
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """Defaults follow transformers' GenerationConfig (top_k=50 when sampling, no early stop)."""
+
+    max_new_tokens: int = 20
+    min_new_tokens: int = 0
+    num_beams: int = 1
+    length_penalty: float = 1.0
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_k: int = 50
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0
+    seed: int | None = None
+    num_return: int = 1  # captions per image
+
+    def replace(self, **changes) -> "GenerationParams":
+        known = {f.name for f in fields(self)}
+        return replace(self, **{k: v for k, v in changes.items() if k in known and v is not None})
+
+    def validate(self) -> "GenerationParams":
+        def bad(param, why):
+            raise InvalidInputError(f"{param} {why}", param=param)
+
+        for name in ("length_penalty", "temperature", "top_p", "repetition_penalty"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value):
+                bad(name, f"must be a finite number, got {value!r}")
+        if not 1 <= self.max_new_tokens <= 512:
+            bad("max_new_tokens", "must be between 1 and 512")
+        if not 0 <= self.min_new_tokens <= self.max_new_tokens:
+            bad("min_new_tokens", "must be between 0 and max_new_tokens")
+        if not 1 <= self.num_beams <= MAX_BEAMS:
+            bad("num_beams", f"must be between 1 and {MAX_BEAMS}")
+        if not 1 <= self.num_return <= MAX_RETURN:
+            bad("num_captions", f"must be between 1 and {MAX_RETURN}")
+        if self.temperature <= 0:
+            bad("temperature", "must be > 0")
+        if self.top_k < 0:
+            bad("top_k", "must be >= 0 (0 disables it)")
+        if not 0 < self.top_p <= 1:
+            bad("top_p", "must be in (0, 1]")
+        if self.repetition_penalty <= 0:
+            bad("repetition_penalty", "must be > 0")
+        if self.do_sample and self.num_beams > 1:
+            bad("num_beams", "beam search with sampling is not supported; use one or the other")
+        if self.num_beams > 1 and self.num_return > self.num_beams:
+            bad("num_captions", "cannot exceed num_beams")
+        if self.num_beams == 1 and not self.do_sample and self.num_return > 1:
+            bad("num_captions", "more than one per image needs do_sample or num_beams >= num_captions")
+        return self

@@ -1,0 +1,57 @@
+"""Reading checkpoint files without copying them into memory twice.
+
+safetensors (single file or sharded with an index) are memory-mapped by safe_open;
+pickled files (`pytorch_model.bin`, `.pth`) are loaded with `weights_only=True, mmap=True`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from ..errors import CheckpointError
+
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+
+
+def find_weights(folder: Path) -> Path:
+    for name in WEIGHT_FILES:
+        if (folder / name).is_file():
+            return folder / name
+    pth = sorted(folder.glob("*.pth"))
+    if len(pth) == 1:
+        return pth[0]
+    if len(pth) > 1:
+        raise CheckpointError(f"{folder}: several .pth files ({', '.join(p.name for p in pth)}); keep one")
+    raise CheckpointError(f"{folder}: no weights found (looked for {', '.join(WEIGHT_FILES)} or one *.pth)")
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        if path.name.endswith(".safetensors"):
+            return _read_safetensors(path)
+        if path.name.endswith(".index.json"):
+            index = json.loads(path.read_text())
+            state: dict[str, torch.Tensor] = {}
+            for shard in sorted(set(index["weight_map"].values())):
+                state.update(_read_safetensors(path.parent / shard))
+            return state
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except CheckpointError:
+        raise
+    except Exception as exc:  # corrupt or foreign file: say which file and why
+        raise CheckpointError(f"{path}: cannot read weights: {exc}") from exc
+    if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
+        obj = obj["model"]  # the original BLIP training checkpoints wrap the state dict
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path}: not a state dict of tensors")
+    return obj
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt", device="cpu") as f:
+        return {name: f.get_tensor(name) for name in f.keys()}

@@ -1,0 +1,101 @@
+"""The BLIP container: which sub-networks a checkpoint holds decides which graphs it serves.
+
+Components (named like the checkpoints' top-level prefixes):
+  vision        ViT                                  -> graph `vision`
+  text_encoder  text transformer (+ cross-attention)  -> graphs `text` (with projections), `fusion`
+  projections   vision_proj, text_proj               -> ITC
+  itm_head      2-way match head                      -> ITM
+  text_decoder  causal LM with cross-attention        -> graph `decoder`
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..attention import AttentionBackend
+from .config import BlipConfig
+from .text import TextDecoder, TextTransformer
+from .vision import VisionTransformer
+
+TASK_GRAPHS = {
+    "caption": ("vision", "decoder"),
+    "embed": ("vision", "text"),
+    "itm": ("vision", "fusion"),
+    "vqa": ("vision", "fusion", "decoder"),
+}
+
+
+@dataclass(frozen=True)
+class Components:
+    text_encoder: bool = False
+    text_encoder_cross: bool = False
+    projections: bool = False
+    itm_head: bool = False
+    text_decoder: bool = False
+
+    @property
+    def graphs(self) -> tuple[str, ...]:
+        graphs = ["vision"]
+        if self.text_encoder and self.projections:
+            graphs.append("text")
+        if self.text_encoder and self.text_encoder_cross:
+            graphs.append("fusion")
+        if self.text_decoder:
+            graphs.append("decoder")
+        return tuple(graphs)
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        graphs = set(self.graphs)
+        tasks = [t for t, need in TASK_GRAPHS.items() if graphs.issuperset(need)]
+        # ITM needs the head on top of the fusion graph; VQA needs no head
+        if "itm" in tasks and not self.itm_head:
+            tasks.remove("itm")
+        return tuple(tasks)
+
+
+class Blip(nn.Module):
+    def __init__(self, config: BlipConfig, components: Components):
+        super().__init__()
+        self.config = config
+        self.components = components
+        self.vision = VisionTransformer(config.vision)
+        self.text_encoder = (TextTransformer(config.text, cross=components.text_encoder_cross)
+                             if components.text_encoder else None)
+        e = config.image_text_hidden_size
+        self.vision_proj = nn.Linear(config.vision.hidden_size, e) if components.projections else None
+        self.text_proj = nn.Linear(config.text.hidden_size, e) if components.projections else None
+        self.itm_head = nn.Linear(config.text.hidden_size, 2) if components.itm_head else None
+        self.text_decoder = TextDecoder(config.text) if components.text_decoder else None
+
+    def set_attention_backend(self, backend: AttentionBackend) -> None:
+        for module in self.modules():
+            if hasattr(module, "backend"):
+                module.backend = backend
+
+    # -- graphs -------------------------------------------------------------------------
+
+    def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
+        """`vision`: (B, 3, S, S) -> (B, 1 + N, Dv)."""
+        return self.vision(pixels)
+
+    def image_embeddings(self, image_states: torch.Tensor) -> torch.Tensor:
+        """Normalised ITC embeddings (B, E) from the CLS state."""
+        return F.normalize(self.vision_proj(image_states[:, 0]), dim=-1)
+
+    def text_embeddings(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """`text`: unimodal, bidirectional; normalised ITC embeddings (B, E)."""
+        hidden = self.text_encoder(input_ids, attention_mask)
+        return F.normalize(self.text_proj(hidden[:, 0]), dim=-1)
+
+    def fuse(self, image_states, input_ids, attention_mask) -> torch.Tensor:
+        """`fusion`: text states grounded in the image, (B, L, Dt)."""
+        return self.text_encoder(input_ids, attention_mask, encoder_states=image_states)
+
+    def itm_logits(self, image_states, input_ids, attention_mask) -> torch.Tensor:
+        """ITM logits (B, 2) for pairs; softmax(.)[:, 1] is the match probability."""
+        return self.itm_head(self.fuse(image_states, input_ids, attention_mask)[:, 0])

@@ -1,0 +1,31 @@
+"""Shared helpers for the kernel tests: inputs, masks, tolerances."""
+
+import torch
+
+# Tolerances vs the float64 reference computed from the same (rounded)
+# inputs, so they only cover fp32 accumulation and output rounding.
+TOL = {
+    torch.float32: dict(atol=1e-5, rtol=1e-5),
+    torch.float16: dict(atol=2e-3, rtol=2e-3),  # fp16 ulp is 2^-10 relative
+    torch.bfloat16: dict(atol=1.6e-2, rtol=1.6e-2),  # bf16 ulp is 2^-7 relative
+}
+
+
+def randn(shape, dtype, device, gen):
+    return torch.randn(*shape, generator=gen, dtype=torch.float32).to(dtype=dtype, device=device)
+
+
+def padding_mask(lengths, max_len, device):
+    """Bool (N, max_len): True at positions >= lengths[n] (right padding)."""
+    lengths = torch.as_tensor(lengths)
+    return (torch.arange(max_len)[None, :] >= lengths[:, None]).to(device)
+
+
+def random_mask(n, length, gen, device, p=0.3):
+    """Bool (n, length) with scattered True (padding) entries."""
+    return (torch.rand(n, length, generator=gen) < p).to(device)
+
+
+def assert_close(out, ref, dtype):
+    assert not torch.isnan(out).any(), "NaN in output"
+    torch.testing.assert_close(out.double().cpu(), ref.double().cpu(), **TOL[dtype])
