@@ -100,20 +100,26 @@ def save_hf(model, folder: Path, spec: TinySpec) -> Path:
     return folder
 
 
+def share_vision(models: list) -> None:
+    """Give every model the first one's vision encoder, as a union checkpoint has one."""
+    vision = {k: v for k, v in models[0].state_dict().items() if k.startswith("vision_model.")}
+    for m in models[1:]:
+        m.load_state_dict(vision, strict=False)
+
+
 def save_union(models: list, folder: Path, spec: TinySpec) -> Path:
-    """One folder holding the union of the three layouts' weights (vision shared)."""
+    """One folder holding the union of the three layouts' weights (call share_vision first)."""
     from safetensors.torch import save_file
 
     folder.mkdir(parents=True, exist_ok=True)
     state = {}
-    vision = {k: v for k, v in models[0].state_dict().items() if k.startswith("vision_model.")}
     for m in models:
         for k, v in m.state_dict().items():
-            if not k.startswith("vision_model.") and k != "text_decoder.cls.predictions.decoder.weight":
+            if k != "text_decoder.cls.predictions.decoder.weight":
                 state.setdefault(k, v.clone().contiguous())
-        m.load_state_dict(vision, strict=False)  # the union's vision encoder, for comparisons
-    state.update({k: v.clone().contiguous() for k, v in vision.items()})
     save_file(state, str(folder / "model.safetensors"))
-    (folder / "config.json").write_text(json.dumps(models[0].config.to_dict()))
+    config = models[0].config.to_dict()
+    config["architectures"] = [type(m).__name__ for m in models]
+    (folder / "config.json").write_text(json.dumps(config))
     write_support_files(folder, spec.image_size)
     return folder

@@ -26,8 +26,8 @@ def pytest_report_header(config):
 
 @pytest.fixture
 def device() -> torch.device:
-    """Where kernel inputs live: CUDA when present, else the CPU (interpreter)."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """Where kernel inputs live: the CPU under the interpreter, else CUDA."""
+    return torch.device("cpu" if os.environ.get("TRITON_INTERPRET") == "1" else "cuda")
 
 
 @pytest.fixture

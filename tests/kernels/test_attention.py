@@ -12,11 +12,9 @@ import torch
 
 pytest.importorskip("triton")
 
-from helpers import assert_close, padding_mask, randn, random_mask  # noqa: E402
+from kernel_helpers import INTERPRETED, assert_close, padding_mask, randn, random_mask  # noqa: E402
 from vlserve_kernels import AttentionBlocks, attention, attention_reference  # noqa: E402
 from vlserve_kernels import _attention, _common  # noqa: E402
-
-INTERPRETED = not torch.cuda.is_available()
 
 
 @pytest.fixture(autouse=True)

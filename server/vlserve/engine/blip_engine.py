@@ -61,7 +61,7 @@ class BlipEngine:
         self.backend = make_backend(options.attention, self.device)
         self.model.set_attention_backend(self.backend)
         cfg = self.model.config
-        self.tokenizer = BlipTokenizer.from_folder(self.folder, cfg.text)
+        self.tokenizer = BlipTokenizer.from_folder(self.folder, cfg.text, ids_from_vocab=self.origin == "original")
         self.processor = ImageProcessor.from_folder(self.folder, cfg.vision.image_size)
         first = options.fusion_first_token or ("[ENC]" if self.origin == "original" else "[CLS]")
         if first not in ("[CLS]", "[ENC]"):

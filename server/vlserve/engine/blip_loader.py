@@ -63,7 +63,7 @@ def load_blip(folder: str | Path, *, device="cpu", dtype=torch.float32) -> Loade
     config = read_config(folder, state, origin)
     tied = config.text.tie_word_embeddings and WORD_EMBEDDINGS in state
     _resolve_lm_head(state, tied)
-    model = build(config, components_of(state), state)
+    model = build(config, components_of(state, decoder_roles(folder, state)), state)
     if tied:
         model.text_decoder.tie_weights()
     model.to(device=device, dtype=dtype).eval().requires_grad_(False)
@@ -92,9 +92,27 @@ def _resolve_lm_head(state: dict[str, torch.Tensor], tied: bool) -> None:
         state[LM_WEIGHT] = state[WORD_EMBEDDINGS]
 
 
-def components_of(state: dict[str, torch.Tensor]) -> Components:
+ARCHITECTURE_ROLES = {"BlipForConditionalGeneration": "caption", "BlipForQuestionAnswering": "answer"}
+
+
+def decoder_roles(folder: Path, state: dict[str, torch.Tensor]) -> tuple[str, ...]:
+    """config.json's `architectures` says what the decoder reads; else BLIP's layouts tell:
+    a text encoder without retrieval heads beside the decoder is the VQA model."""
+    cfg = folder / "config.json"
+    archs = json.loads(cfg.read_text()).get("architectures") or [] if cfg.is_file() else []
+    roles = tuple(sorted({ARCHITECTURE_ROLES[a] for a in archs if a in ARCHITECTURE_ROLES}))
+    if roles:
+        return roles
+    keys = state.keys()
+    vqa_layout = any(k.startswith("text_encoder.") for k in keys) and "itm_head.weight" not in keys \
+        and "vision_proj.weight" not in keys
+    return ("answer",) if vqa_layout else ("caption",)
+
+
+def components_of(state: dict[str, torch.Tensor], roles: tuple[str, ...] = ("caption",)) -> Components:
     keys = state.keys()
     return Components(
+        decoder_roles=roles,
         text_encoder=any(k.startswith("text_encoder.") for k in keys),
         text_encoder_cross=any(k.startswith("text_encoder.") and ".crossattention." in k for k in keys),
         projections="vision_proj.weight" in keys and "text_proj.weight" in keys,

@@ -18,11 +18,13 @@ from ..models.blip.config import TextConfig
 
 
 class BlipTokenizer:
-    def __init__(self, tokenizer: Tokenizer, text: TextConfig):
+    def __init__(self, tokenizer: Tokenizer, text: TextConfig, *, ids_from_vocab: bool = False):
+        """ids_from_vocab: take [SEP]/[PAD] from the vocabulary, as BLIP's original code does
+        (HF layouts take them from config.json, as transformers does)."""
         self.tok = tokenizer
         self.max_length = text.max_position_embeddings
-        self.pad_id = text.pad_token_id
-        self.sep_id = text.sep_token_id  # EOS of the decoder
+        self.pad_id = self._id("[PAD]", text.pad_token_id) if ids_from_vocab else text.pad_token_id
+        self.sep_id = self._id("[SEP]", text.sep_token_id) if ids_from_vocab else text.sep_token_id  # decoder EOS
         self.cls_id = self._id("[CLS]", 101)
         self.dec_id = self._id("[DEC]", text.bos_token_id)
         # BLIP adds [DEC] then [ENC] to bert-base-uncased, so [ENC] follows [DEC]
@@ -35,10 +37,10 @@ class BlipTokenizer:
         return default if found is None else found
 
     @classmethod
-    def from_folder(cls, folder: str | Path, text: TextConfig) -> "BlipTokenizer":
+    def from_folder(cls, folder: str | Path, text: TextConfig, *, ids_from_vocab: bool = False):
         folder = Path(folder)
         if (folder / "tokenizer.json").is_file():
-            return cls(Tokenizer.from_file(str(folder / "tokenizer.json")), text)
+            return cls(Tokenizer.from_file(str(folder / "tokenizer.json")), text, ids_from_vocab=ids_from_vocab)
         if (folder / "vocab.txt").is_file():
             from tokenizers.implementations import BertWordPieceTokenizer
 
@@ -50,7 +52,7 @@ class BlipTokenizer:
             missing = [t for t in ("[DEC]", "[ENC]") if wp.token_to_id(t) is None]
             if missing:
                 wp.add_special_tokens(missing)
-            return cls(wp._tokenizer, text)
+            return cls(wp._tokenizer, text, ids_from_vocab=ids_from_vocab)
         raise CheckpointError(f"{folder}: no tokenizer.json or vocab.txt")
 
     def _ids(self, text: str, param: str) -> list[int]:

@@ -36,6 +36,9 @@ class Components:
     projections: bool = False
     itm_head: bool = False
     text_decoder: bool = False
+    # what the decoder was trained to read: image states ("caption") and/or question states
+    # ("answer"); BLIP's captioning and VQA checkpoints hold different decoders
+    decoder_roles: tuple[str, ...] = ("caption",)
 
     @property
     def graphs(self) -> tuple[str, ...]:
@@ -55,6 +58,10 @@ class Components:
         # ITM needs the head on top of the fusion graph; VQA needs no head
         if "itm" in tasks and not self.itm_head:
             tasks.remove("itm")
+        if "caption" in tasks and "caption" not in self.decoder_roles:
+            tasks.remove("caption")
+        if "vqa" in tasks and "answer" not in self.decoder_roles:
+            tasks.remove("vqa")
         return tuple(tasks)
 
 

@@ -1,6 +1,11 @@
 """Shared helpers for the kernel tests: inputs, masks, tolerances."""
 
+import os
+
 import torch
+
+# conftest.py has set TRITON_INTERPRET (when there is no CUDA device) by now.
+INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 
 # Tolerances vs the float64 reference computed from the same (rounded)
 # inputs, so they only cover fp32 accumulation and output rounding.
