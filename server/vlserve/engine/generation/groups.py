@@ -29,7 +29,7 @@ class Hypothesis:
     finished: bool  # ended with EOS (False: stopped at max_new_tokens)
 
 
-@dataclass
+@dataclass(eq=False)  # groups are compared by identity
 class Group:
     prompt: list[int]
     params: GenerationParams
