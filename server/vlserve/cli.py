@@ -1,0 +1,95 @@
+"""The `vlserve` command: one-shot tasks on a model folder (JSON on stdout)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+
+from .errors import VlserveError
+
+
+def _model(args):
+    from . import load_model
+
+    return load_model(args.model, device=args.device, dtype=args.dtype, attention=args.attention)
+
+
+def _caption(args):
+    kwargs = {k: getattr(args, k) for k in ("max_new_tokens", "min_new_tokens", "num_beams", "do_sample",
+                                            "top_p", "top_k", "temperature", "seed", "repetition_penalty")
+              if getattr(args, k) is not None}
+    caps = _model(args).caption(args.images, prompt=args.prompt, num_captions=args.num_captions, **kwargs)
+    return [{"image": str(p), "captions": [dataclasses.asdict(c) for c in cs]} for p, cs in zip(args.images, caps)]
+
+
+def _vqa(args):
+    answers = _model(args).vqa([args.image], [args.question], candidates=args.candidates or None,
+                               num_beams=args.num_beams, max_new_tokens=args.max_new_tokens)
+    return dataclasses.asdict(answers[0])
+
+
+def _score(args):
+    out = _model(args).score([args.image], args.texts, heads=args.heads)
+    return {head: m[0].tolist() for head, m in out.items()} | {"texts": args.texts}
+
+
+def _add_model_args(p):
+    p.add_argument("--model", required=True, help="model folder (HF layout or original .pth)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    p.add_argument("--attention", default="auto", choices=["auto", "eager", "sdpa", "triton"])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vlserve", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("caption", help="caption images")
+    _add_model_args(p)
+    p.add_argument("images", nargs="+")
+    p.add_argument("--prompt", default=None)
+    p.add_argument("--num-captions", type=int, default=1)
+    p.add_argument("--max-new-tokens", type=int)
+    p.add_argument("--min-new-tokens", type=int)
+    p.add_argument("--num-beams", type=int)
+    p.add_argument("--do-sample", action="store_true", default=None)
+    p.add_argument("--top-p", type=float)
+    p.add_argument("--top-k", type=int)
+    p.add_argument("--temperature", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--repetition-penalty", type=float)
+    p.set_defaults(run=_caption)
+
+    p = sub.add_parser("vqa", help="answer a question about an image")
+    _add_model_args(p)
+    p.add_argument("image")
+    p.add_argument("question")
+    p.add_argument("--candidates", nargs="*", help="rank these answers instead of generating one")
+    p.add_argument("--num-beams", type=int, default=1)
+    p.add_argument("--max-new-tokens", type=int, default=10)
+    p.set_defaults(run=_vqa)
+
+    p = sub.add_parser("score", help="ITC / ITM scores of an image against texts")
+    _add_model_args(p)
+    p.add_argument("image")
+    p.add_argument("texts", nargs="+")
+    p.add_argument("--heads", nargs="+", default=["itc", "itm"], choices=["itc", "itm"])
+    p.set_defaults(run=_score)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result = args.run(args)
+    except VlserveError as exc:
+        print(json.dumps({"error": {"type": exc.type, "message": exc.message, "param": exc.param}}), file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
