@@ -86,4 +86,4 @@ def _attention_fwd(
     out = acc / l_safe[:, None]
     o_ptrs = O + off_b * stride_ob + off_h * stride_oh \
         + offs_m[:, None] * stride_om + offs_d[None, :] * stride_od
-    tl.store(o_ptrs, out.to(O.dtype.element_ty), )
+    tl.store(o_ptrs, out.to(O.dtype.element_ty), mask=m_valid[:, None])
