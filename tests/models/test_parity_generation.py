@@ -20,6 +20,12 @@ def hf_tokens(row: list[int], prompt_len: int) -> list[int]:
     return gen[: gen.index(SEP_ID)] if SEP_ID in gen else gen
 
 
+@pytest.fixture(params=["cached", "absorbed"])
+def cross(request):
+    """Both ways of running the decoder's cross-attention (models/blip/cross.py)."""
+    return request.param
+
+
 def run_caption(eng, px, prompt, params):
     return asyncio.run(blip_tasks.caption(DirectRunner(eng), px, prompt=prompt, params=params))
 
@@ -48,11 +54,11 @@ SETTINGS = [
 
 
 @pytest.mark.parametrize("setting", SETTINGS, ids=lambda s: "-".join(f"{k}={v}" for k, v in s.items() if k != "prompt"))
-def test_generate_matches_transformers(tiny, setting):
+def test_generate_matches_transformers(tiny, setting, cross):
     setting = dict(setting)
     prompt = setting.pop("prompt")
     params = GenerationParams(**setting)
-    eng = BlipEngine(tiny.folders["caption"], EngineOptions(attention="sdpa"))
+    eng = BlipEngine(tiny.folders["caption"], EngineOptions(attention="sdpa", cross_attention=cross))
     px = tiny.pixels(4, seed=5)
     ours = run_caption(eng, px, prompt, params)
     prompt_ids = eng.tokenizer.encode_prompt(prompt)
@@ -106,8 +112,8 @@ QUESTIONS = ["what color is the cat", "how many dogs are there", "is there a red
 
 
 @pytest.mark.parametrize("num_beams", [1, 3])
-def test_vqa_answers_match_transformers(tiny, num_beams):
-    eng = BlipEngine(tiny.folders["vqa"], EngineOptions(attention="sdpa"))
+def test_vqa_answers_match_transformers(tiny, num_beams, cross):
+    eng = BlipEngine(tiny.folders["vqa"], EngineOptions(attention="sdpa", cross_attention=cross))
     px = tiny.pixels(3, seed=6)
     params = GenerationParams(max_new_tokens=6, num_beams=num_beams)
     ours = asyncio.run(blip_tasks.vqa(DirectRunner(eng), px, QUESTIONS, params=params))

@@ -167,7 +167,8 @@ def test_batched_with_different_prompts_equals_one_by_one(engine, params):
         assert batched[i][0].logprob == pytest.approx(alone[0][0].logprob, abs=1e-4)
 
 
-def test_continuous_admission_equals_static(engine):
+@pytest.mark.parametrize("cross", ["cached", "absorbed"])
+def test_continuous_admission_equals_static(engine, cross):
     """Groups that join a running batch midway decode as they would alone."""
     px = pixels(4, seed=9)
     params = [GenerationParams(max_new_tokens=10), GenerationParams(max_new_tokens=10, num_beams=3),
@@ -179,7 +180,7 @@ def test_continuous_admission_equals_static(engine):
         return [make_group([engine.tokenizer.dec_id], p, states[i], states.shape[1]) for i, p in enumerate(params)]
 
     alone = [engine.generate([g])[0] for g in fresh()]
-    loop = DecodeLoop(engine.model.text_decoder, SEP_ID)
+    loop = DecodeLoop(engine.model.text_decoder, SEP_ID, cross_mode=cross)
     staggered = fresh()
     with torch.inference_mode():
         for step in range(200):

@@ -15,6 +15,7 @@ from PIL import Image
 
 from ..errors import InvalidInputError, UnsupportedTaskError
 from ..models.attention import make_backend
+from ..models.blip.cross import MODES
 from ..models.blip.model import TASK_GRAPHS, Blip
 from .blip_loader import load_blip
 from .generation.groups import Hypothesis, make_group
@@ -45,6 +46,9 @@ class EngineOptions:
     fusion_first_token: str | None = None
     default_prompt: str | None = None  # None: "a picture of " for original .pth, else no prompt
     max_pixels: int = DEFAULT_MAX_PIXELS
+    # decoder cross-attention: "cached" keys/values or "absorbed" into the query (models/blip/cross.py);
+    # auto: absorbed on the CPU (fewer FLOPs for short outputs), cached on CUDA (the Triton kernels' layout)
+    cross_attention: str = "auto"
 
 
 class BlipEngine:
@@ -59,6 +63,12 @@ class BlipEngine:
         self.model: Blip = loaded.model
         self.origin = loaded.origin
         self.backend = make_backend(options.attention, self.device)
+        cross = options.cross_attention
+        if cross == "auto":
+            cross = "cached" if self.device.type == "cuda" else "absorbed"
+        if cross not in MODES:
+            raise ValueError(f"cross_attention must be 'auto' or one of {MODES}, got {cross!r}")
+        self.cross_mode = cross
         self.model.set_attention_backend(self.backend)
         cfg = self.model.config
         self.tokenizer = BlipTokenizer.from_folder(self.folder, cfg.text, ids_from_vocab=self.origin == "original")
@@ -152,7 +162,7 @@ class BlipEngine:
     @torch.inference_mode()
     def generate(self, groups) -> list[list[Hypothesis]]:
         """`decoder`: run sequence groups to completion as one static batch."""
-        return generate(self.model.text_decoder, groups, self.tokenizer.sep_id)
+        return generate(self.model.text_decoder, groups, self.tokenizer.sep_id, self.cross_mode)
 
     @torch.inference_mode()
     def answer_loglik(self, q_states: torch.Tensor, q_length: int, candidates: list[str]) -> torch.Tensor:

@@ -38,10 +38,16 @@ class AttentionBackend:
         """
         if row_src is None:
             return self.prefill(q.unsqueeze(2), k, v, key_padding_mask).squeeze(2)
-        grouped = q.new_zeros(k.shape[0], q.shape[1], slots, q.shape[2])  # (S, H, slots, D)
-        grouped[row_src, :, row_slot] = q
-        out = self.prefill(grouped, k, v, key_padding_mask)
+        grouped = group_rows(q, k.shape[0], row_src, row_slot, slots)
+        out = self.prefill(grouped, k, v, key_padding_mask)  # (S, H, slots, D)
         return out[row_src, :, row_slot]  # (R, H, D)
+
+
+def group_rows(q, sources, row_src, row_slot, slots):
+    """q (R, H, D), one query per row -> (S, H, slots, D): the rows of each source side by side."""
+    grouped = q.new_zeros(sources, q.shape[1], slots, q.shape[2])
+    grouped[row_src, :, row_slot] = q
+    return grouped
 
 
 def _bool_mask(q, k, key_padding_mask, causal):
@@ -74,9 +80,19 @@ class SdpaAttention(AttentionBackend):
     name = "sdpa"
 
     def prefill(self, q, k, v, key_padding_mask=None, causal=False):
+        if q.device.type == "cpu" and q.shape[2] <= 4 and not causal:
+            # a few queries (decode steps): plain matmuls beat the CPU flash kernel's setup cost
+            return _small_query_attention(q, k, v, key_padding_mask)
         if key_padding_mask is None and (not causal or q.shape[2] == k.shape[2]):
             return F.scaled_dot_product_attention(q, k, v, is_causal=causal and q.shape[2] > 1)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=_bool_mask(q, k, key_padding_mask, causal))
+
+
+def _small_query_attention(q, k, v, key_padding_mask):
+    scores = torch.matmul(q, k.transpose(-1, -2)) * q.shape[-1] ** -0.5  # (B, H, Lq, Lk)
+    if key_padding_mask is not None:
+        scores = scores.masked_fill(key_padding_mask[:, None, None, :], float("-inf"))
+    return torch.matmul(scores.softmax(dim=-1), v)
 
 
 class TritonAttention(AttentionBackend):

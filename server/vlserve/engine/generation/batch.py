@@ -14,12 +14,16 @@ from __future__ import annotations
 
 import torch
 
+from ...models.blip.cross import MODES, AbsorbedCross, CachedCross
 from ...models.blip.text import TextDecoder
 
 
 class DecodeBatch:
-    def __init__(self, decoder: TextDecoder):
+    def __init__(self, decoder: TextDecoder, cross_mode: str = "cached"):
+        if cross_mode not in MODES:
+            raise ValueError(f"cross_mode must be one of {MODES}, got {cross_mode!r}")
         self.decoder = decoder
+        self.cross_mode = cross_mode
         cfg = decoder.bert.config
         p = decoder.cls.predictions.decoder.weight
         self.device, self.dtype = p.device, p.dtype
@@ -31,8 +35,8 @@ class DecodeBatch:
         self.row_cap = self.len_cap = self.src_cap = self.src_len_cap = 0
         self.k: list[torch.Tensor] = []  # per layer (row_cap, H, len_cap, Dh)
         self.v: list[torch.Tensor] = []
-        self.xk: list[torch.Tensor] = []  # per layer (src_cap, H, src_len_cap, Dh)
-        self.xv: list[torch.Tensor] = []
+        # cached: per layer keys then values (src_cap, H, src_len_cap, Dh); absorbed: states (src_cap, len, Dw)
+        self.src: list[torch.Tensor] = []
         self.cache_len = torch.zeros(0, dtype=torch.long, device=self.device)  # tokens in each row's cache
         self.history = torch.zeros((0, 0), dtype=torch.long, device=self.device)  # prompt + chosen tokens
         self.logprob = torch.zeros(0, dtype=torch.float32, device=self.device)  # model log-prob so far
@@ -61,11 +65,14 @@ class DecodeBatch:
         if sources <= self.src_cap and length <= self.src_len_cap:
             return
         sc, lc = max(sources, 2 * self.src_cap), max(length, self.src_len_cap)
-        shape = (sc, self.heads, lc, self.head_dim)
-        self.xk = [_regrow(t, shape, self.sources) for t in self.xk] or [self._zeros(shape) for _ in range(self.layers)]
-        self.xv = [_regrow(t, shape, self.sources) for t in self.xv] or [self._zeros(shape) for _ in range(self.layers)]
+        self.src = [_regrow(t, self._src_shape(t, sc, lc), self.sources) for t in self.src]
         self.src_len = _regrow(self.src_len, (sc,), self.sources)
         self.src_cap, self.src_len_cap = sc, lc
+
+    def _src_shape(self, t: torch.Tensor, sources: int, length: int):
+        if self.cross_mode == "cached":
+            return (sources, t.shape[1], length, t.shape[3])
+        return (sources, length, t.shape[2])
 
     def _zeros(self, shape):
         return torch.zeros(shape, device=self.device, dtype=self.dtype)
@@ -79,16 +86,30 @@ class DecodeBatch:
         """
         n, lk = states.shape[0], states.shape[1]
         s0, r0 = self.sources, self.rows
-        self._grow_sources(s0 + n, lk)
         self._grow_rows(r0 + n, max_len)
         src_len = torch.tensor(state_lengths, dtype=torch.long, device=self.device)
         cross_pad = None
         if min(state_lengths) < lk:
             cross_pad = torch.arange(lk, device=self.device)[None, :] >= src_len[:, None]  # (n, Lk)
-        cross = self.decoder.bert.cross_kv(states.to(self.dtype))
-        for layer, (k, v) in enumerate(cross):
-            self.xk[layer][s0:s0 + n, :, :lk] = k
-            self.xv[layer][s0:s0 + n, :, :lk] = v
+        states = states.to(self.dtype)
+        if self.cross_mode == "cached":
+            kv = self.decoder.bert.cross_kv(states)
+            new = [k for k, _ in kv] + [v for _, v in kv]
+            cross = CachedCross(kv, cross_pad)
+        else:
+            new = [states]
+            cross = AbsorbedCross(states, cross_pad)
+        if s0 == 0:  # an empty pool: adopt the new tensors instead of copying them
+            self.src = [t.contiguous() for t in new]
+            self.src_len = torch.zeros(n, dtype=torch.long, device=self.device)
+            self.src_cap, self.src_len_cap = n, lk
+        else:
+            self._grow_sources(s0 + n, lk)
+            for pool, t in zip(self.src, new):
+                if self.cross_mode == "cached":
+                    pool[s0:s0 + n, :, :lk] = t
+                else:
+                    pool[s0:s0 + n, :lk] = t
         self.src_len[s0:s0 + n] = src_len
         self.src_lengths += list(state_lengths)
         self.sources += n
@@ -97,7 +118,7 @@ class DecodeBatch:
         ids = torch.tensor([p + [p[0]] * (lp - len(p)) for p in prompts], dtype=torch.long, device=self.device)
         lengths = torch.tensor([len(p) for p in prompts], dtype=torch.long, device=self.device)
         cache = [(k[r0:r0 + n], v[r0:r0 + n]) for k, v in zip(self.k, self.v)]
-        hidden = self.decoder.bert.prefill(ids, lengths, cache, cross, cross_pad)  # (n, Lp, Dt)
+        hidden = self.decoder.bert.prefill(ids, lengths, cache, cross)  # (n, Lp, Dt)
         last = hidden[torch.arange(n, device=self.device), lengths - 1]  # (n, Dt)
         self.history[r0:r0 + n, :lp] = ids
         self.cache_len[r0:r0 + n] = lengths
@@ -115,12 +136,16 @@ class DecodeBatch:
         src_max = max(self.src_lengths)
         positions = self.cache_len[:r]
         cache = [(k[:r, :, :kv_len], v[:r, :, :kv_len]) for k, v in zip(self.k, self.v)]
-        cross = [(k[:s, :, :src_max], v[:s, :, :src_max]) for k, v in zip(self.xk, self.xv)]
         cross_pad = None
         if min(self.src_lengths) < src_max:
             cross_pad = torch.arange(src_max, device=self.device)[None, :] >= self.src_len[:s, None]
-        groups = self.groups or (None, None, 1)
-        hidden = self.decoder.bert.step(self.pending[:r], positions, cache, cross, cross_pad, groups)
+        if self.cross_mode == "cached":
+            half = len(self.src) // 2
+            kv = [(k[:s, :, :src_max], v[:s, :, :src_max]) for k, v in zip(self.src[:half], self.src[half:])]
+            cross = CachedCross(kv, cross_pad, self.groups)
+        else:
+            cross = AbsorbedCross(self.src[0][:s, :src_max], cross_pad, self.groups)
+        hidden = self.decoder.bert.step(self.pending[:r], positions, cache, cross)
         self.cache_len[:r] += 1
         self.row_lengths = [n + 1 for n in self.row_lengths]
         return self.decoder.cls(hidden).float()
@@ -163,9 +188,8 @@ class DecodeBatch:
         if moved:
             dst = torch.tensor(moved, dtype=torch.long, device=self.device)
             src = torch.tensor([keep[i] for i in moved], dtype=torch.long, device=self.device)
-            length = max(self.src_lengths)
-            for t in self.xk + self.xv:
-                t[dst, :, :length] = t[src, :, :length]
+            for t in self.src:
+                t[dst] = t[src]
             self.src_len[dst] = self.src_len[src]
         self.src_lengths = [self.src_lengths[s] for s in keep]
         self.sources = len(keep)

@@ -17,8 +17,8 @@ from .processors import repetition_penalty, suppress_token, warp
 
 
 class DecodeLoop:
-    def __init__(self, decoder: TextDecoder, eos_id: int, max_rows: int | None = None):
-        self.batch = DecodeBatch(decoder)
+    def __init__(self, decoder: TextDecoder, eos_id: int, max_rows: int | None = None, cross_mode: str = "cached"):
+        self.batch = DecodeBatch(decoder, cross_mode)
         self.eos = eos_id
         self.max_rows = max_rows
         self.groups: list[Group] = []
@@ -177,9 +177,10 @@ class DecodeLoop:
         return finished
 
 
-def generate(decoder: TextDecoder, groups: list[Group], eos_id: int) -> list[list[Hypothesis]]:
+def generate(decoder: TextDecoder, groups: list[Group], eos_id: int,
+             cross_mode: str = "cached") -> list[list[Hypothesis]]:
     """Run groups to completion as one static batch."""
-    loop = DecodeLoop(decoder, eos_id)
+    loop = DecodeLoop(decoder, eos_id, cross_mode=cross_mode)
     for g in groups:
         loop.add(g)
     while loop.busy:

@@ -103,17 +103,17 @@ class TextLayer(nn.Module):
             x = ca.merge(ca.backend.prefill(ca.self.q(x), k, v, enc_pad_mask), x)
         return self.feed_forward(x)
 
-    def prefill(self, x, pad_mask, cache_k, cache_v, cross_k, cross_v, cross_pad):
+    def prefill(self, x, pad_mask, cache_k, cache_v, cross, layer):
         """Causal pass over right-padded prompts, writing their keys/values into the cache."""
         sa, ca = self.attention, self.crossattention
         k, v = sa.self.kv(x)
         cache_k[:, :, : x.shape[1]] = k
         cache_v[:, :, : x.shape[1]] = v
         x = sa.merge(sa.backend.prefill(sa.self.q(x), k, v, pad_mask, causal=True), x)
-        x = ca.merge(ca.backend.prefill(ca.self.q(x), cross_k, cross_v, cross_pad), x)
+        x = ca.merge(cross.prefill(ca, layer, ca.self.q(x)), x)
         return self.feed_forward(x)
 
-    def step(self, x, rows, positions, cache_k, cache_v, cross_k, cross_v, cross_pad, groups):
+    def step(self, x, rows, positions, cache_k, cache_v, cross, layer):
         """One token per row (x is (R, 1, Dt)); each row attends its own cache up to its position."""
         sa, ca = self.attention, self.crossattention
         k, v = sa.self.kv(x)  # (R, H, 1, Dh)
@@ -122,8 +122,7 @@ class TextLayer(nn.Module):
         q = sa.self.q(x)[:, :, 0]  # (R, H, Dh)
         ctx = sa.backend.decode_self(q, cache_k, cache_v, positions + 1)
         x = sa.merge(ctx.unsqueeze(2), x)
-        q = ca.self.q(x)[:, :, 0]
-        ctx = ca.backend.decode_cross(q, cross_k, cross_v, cross_pad, *groups)
+        ctx = cross.step(ca, layer, ca.self.q(x)[:, :, 0])
         x = ca.merge(ctx.unsqueeze(2), x)
         return self.feed_forward(x)
 
@@ -166,22 +165,22 @@ class TextTransformer(nn.Module):
         """Cross-attention keys/values of each layer, computed once per source."""
         return [layer.crossattention.self.kv(encoder_states) for layer in self.layers]
 
-    def prefill(self, input_ids, prompt_lengths, cache, cross, cross_pad):
-        """input_ids (n, Lp) right-padded; cache/cross: per-layer (k, v) for these n rows."""
+    def prefill(self, input_ids, prompt_lengths, cache, cross):
+        """input_ids (n, Lp) right-padded; cache: per-layer (k, v) for these n rows; cross: see cross.py."""
         lp = input_ids.shape[1]
         positions = torch.arange(lp, device=input_ids.device)[None, :]
         pad = positions >= prompt_lengths[:, None]  # (n, Lp)
         x = self.embeddings(input_ids, positions)
-        for layer, (ck, cv), (xk, xv) in zip(self.layers, cache, cross):
-            x = layer.prefill(x, pad, ck, cv, xk, xv, cross_pad)
+        for i, (layer, (ck, cv)) in enumerate(zip(self.layers, cache)):
+            x = layer.prefill(x, pad, ck, cv, cross, i)
         return x
 
-    def step(self, tokens, positions, cache, cross, cross_pad, groups):
-        """tokens, positions (R,); groups = (row_src, row_slot, slots) for shared cross keys."""
+    def step(self, tokens, positions, cache, cross):
+        """tokens, positions (R,): one new token per row."""
         rows = torch.arange(tokens.shape[0], device=tokens.device)
         x = self.embeddings(tokens[:, None], positions[:, None])  # (R, 1, Dt)
-        for layer, (ck, cv), (xk, xv) in zip(self.layers, cache, cross):
-            x = layer.step(x, rows, positions, ck, cv, xk, xv, cross_pad, groups)
+        for i, (layer, (ck, cv)) in enumerate(zip(self.layers, cache)):
+            x = layer.step(x, rows, positions, ck, cv, cross, i)
         return x[:, 0]
 
 

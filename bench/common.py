@@ -1,0 +1,76 @@
+"""Shared benchmark plumbing: random-weight BLIP folders, timing, machine facts, JSON output."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "server"))
+
+from vlserve.engine.blip_saver import save_blip  # noqa: E402
+from vlserve.engine.tokenizer import wordpiece_tokenizer  # noqa: E402
+from vlserve.models.blip.config import preset  # noqa: E402
+from vlserve.models.blip.model import Blip, Components  # noqa: E402
+
+
+def random_blip_folder(folder: Path, arch: str, components: Components, seed: int = 0) -> Path:
+    """A BLIP-base/large architecture with random weights (speed does not need trained ones)."""
+    if (folder / "model.safetensors").is_file():
+        return folder
+    config = preset(arch)
+    torch.manual_seed(seed)
+    model = Blip(config, components)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("weight") and ("norm" in name.lower()):
+                p.fill_(1.0)
+            elif p.dim() == 1:
+                p.normal_(0, 0.02)
+            else:
+                p.normal_(0, 0.02)
+    if model.text_decoder is not None:
+        model.text_decoder.tie_weights()
+    save_blip(model, folder)
+    words = [f"w{i}" for i in range(200)]
+    wordpiece_tokenizer(words).save(str(folder / "tokenizer.json"))
+    return folder
+
+
+def timed(fn, repeats: int, warmup: int = 1) -> dict:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return {"median_s": statistics.median(times), "min_s": min(times), "runs": times}
+
+
+def machine() -> dict:
+    info = {"python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
+            "cpu_count": os.cpu_count(), "threads": torch.get_num_threads()}
+    try:
+        import transformers
+
+        info["transformers"] = transformers.__version__
+    except ImportError:
+        pass
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+def save(name: str, payload: dict, out: str | None = None) -> Path:
+    path = Path(out) if out else ROOT / "bench" / "results" / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    return path
