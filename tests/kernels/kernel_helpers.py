@@ -34,3 +34,13 @@ def random_mask(n, length, gen, device, p=0.3):
 def assert_close(out, ref, dtype):
     assert not torch.isnan(out).any(), "NaN in output"
     torch.testing.assert_close(out.double().cpu(), ref.double().cpu(), **TOL[dtype])
+
+
+def nan_guarded(t: torch.Tensor, pad: int = 4096) -> torch.Tensor:
+    """A copy of `t` living inside a NaN-filled buffer: an unmasked read past
+    either end of the tensor pulls NaN into the result."""
+    fill = float("nan") if t.is_floating_point() else 1
+    buf = torch.full((t.numel() + 2 * pad,), fill, dtype=t.dtype, device=t.device)
+    out = buf[pad:pad + t.numel()].view(t.shape)
+    out.copy_(t)
+    return out

@@ -12,7 +12,9 @@ import torch
 
 pytest.importorskip("triton")
 
-from kernel_helpers import INTERPRETED, assert_close, padding_mask, randn, random_mask  # noqa: E402
+from kernel_helpers import (  # noqa: E402
+    INTERPRETED, assert_close, nan_guarded, padding_mask, randn, random_mask,
+)
 from vlserve_kernels import AttentionBlocks, attention, attention_reference  # noqa: E402
 from vlserve_kernels import _attention, _common  # noqa: E402
 
@@ -100,6 +102,14 @@ def test_packed_qkv_strided_views_and_output_layout(device, gen):
     assert out.transpose(1, 2).is_contiguous()
     merged = out.transpose(1, 2).reshape(b, l, h * d)  # (B, L, H*D)
     assert merged.data_ptr() == out.data_ptr()
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_no_reads_outside_the_inputs(causal, device, gen):
+    # Odd lengths put every tile edge inside the NaN guard around q, k, v.
+    q, k, v = (nan_guarded(t) for t in make_qkv(2, 3, 7, 37, 16, torch.float32, device, gen))
+    check(q, k, v, torch.float32, causal=causal, key_padding_mask=nan_guarded(
+        padding_mask([37, 20], 37, device).view(torch.uint8)).view(torch.bool))
 
 
 def test_custom_scale(device, gen):

@@ -11,7 +11,7 @@ import torch
 
 pytest.importorskip("triton")
 
-from kernel_helpers import assert_close, padding_mask, randn, random_mask  # noqa: E402
+from kernel_helpers import assert_close, nan_guarded, padding_mask, randn, random_mask  # noqa: E402
 from vlserve_kernels import DecodeBlocks, decode_attention, decode_attention_reference  # noqa: E402
 from vlserve_kernels import _common, _decode  # noqa: E402
 
@@ -53,6 +53,14 @@ def test_self_attention_ignores_garbage_past_length(device, gen):
     k[0, :, 5:], v[0, :, 5:] = float("nan"), 1e4  # beyond row 0's length
     k[2, :, 11:], v[2, :, 11:] = float("inf"), -1e4
     assert torch.equal(decode_attention(q, k, v, kv_lengths=lengths), out)
+
+
+def test_no_reads_outside_the_inputs(device, gen):
+    q = nan_guarded(randn((4, 3, 16), torch.float32, device, gen))
+    k, v = (nan_guarded(randn((2, 3, 37, 16), torch.float32, device, gen)) for _ in range(2))
+    mask = nan_guarded(padding_mask([37, 30], 37, device).view(torch.uint8)).view(torch.bool)
+    check(q, k, v, torch.float32, row_to_kv=torch.tensor([1, 0, 0, 1], device=device),
+          key_padding_mask=mask, kv_lengths=torch.tensor([37, 35], device=device))
 
 
 def test_length_one_everywhere(device, gen):
