@@ -17,6 +17,7 @@ from . import _common as c
 from .reference import attention_mask
 
 _NAME = "attention"
+_MAX_GRID_Y = 65535
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,8 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
     Returns (B, H, Lq, D) in q's dtype: a view of a (B, Lq, H, D) contiguous
     buffer (see module docstring). D in (16, 32, 64, 128) runs the Triton
     kernel; other head dims use torch SDPA (warning logged once per head dim).
-    Tensors must be on CUDA, or on the CPU under TRITON_INTERPRET=1.
+    Forward only (no autograd). Tensors must be on CUDA, or on the CPU under
+    TRITON_INTERPRET=1.
     """
     _check(q, k, v, key_padding_mask, scale)
     b, h, lq, d = q.shape
@@ -128,15 +130,20 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
     blocks = attention_blocks(d, q.dtype, q.device, lq, lk)
     # A bool tensor reinterpreted as uint8 (same bytes, no copy) loads portably.
     mask = key_padding_mask.view(torch.uint8) if key_padding_mask is not None else None
-    grid = (c.cdiv(lq, blocks.block_m), b * h)
-    kernel[grid](
-        q, k, v, out_bhld, mask if mask is not None else q,
-        *q.stride(), *k.stride(), *v.stride(), *out_bhld.stride(),
-        *(mask.stride() if mask is not None else (0, 0)),
-        h, lq, lk, scale * log2e,
-        HEAD_DIM=d, BLOCK_M=blocks.block_m, BLOCK_N=blocks.block_n,
-        IS_CAUSAL=bool(causal), HAS_MASK=mask is not None,
-        IEEE_FP32=q.dtype == torch.float32,
-        num_warps=blocks.num_warps, num_stages=blocks.num_stages,
-    )
+    # Grid axis 1 holds B*H and is capped at 65535 on CUDA: launch batch
+    # slices (views, no copies) when a huge batch would exceed it.
+    per_launch = max(1, _MAX_GRID_Y // h)
+    for b0 in range(0, b, per_launch):
+        sl = slice(b0, min(b, b0 + per_launch))
+        m = mask[sl] if mask is not None else None
+        kernel[(c.cdiv(lq, blocks.block_m), (sl.stop - sl.start) * h)](
+            q[sl], k[sl], v[sl], out_bhld[sl], m if m is not None else q,
+            *q.stride(), *k.stride(), *v.stride(), *out_bhld.stride(),
+            *(m.stride() if m is not None else (0, 0)),
+            h, lq, lk, scale * log2e,
+            HEAD_DIM=d, BLOCK_M=blocks.block_m, BLOCK_N=blocks.block_n,
+            IS_CAUSAL=bool(causal), HAS_MASK=m is not None,
+            IEEE_FP32=q.dtype == torch.float32,
+            num_warps=blocks.num_warps, num_stages=blocks.num_stages,
+        )
     return out_bhld

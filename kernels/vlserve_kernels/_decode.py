@@ -119,8 +119,8 @@ def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
     Returns a contiguous (R, H, D) tensor in q's dtype. D in (16, 32, 64, 128)
     runs the Triton kernels; other head dims use a torch fallback (warning
     logged once per head dim). Nothing is synced to the host, so the call
-    can be captured in a CUDA graph. Tensors must be on CUDA, or on the CPU
-    under TRITON_INTERPRET=1.
+    can be captured in a CUDA graph. Forward only (no autograd). Tensors must
+    be on CUDA, or on the CPU under TRITON_INTERPRET=1.
     """
     _check(q, k, v, kv_lengths, key_padding_mask, row_to_kv, scale)
     rows, heads, d = q.shape

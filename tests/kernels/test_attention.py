@@ -161,9 +161,19 @@ def test_fallback_head_dim_uses_sdpa_and_warns_once(dtype, monkeypatch, caplog, 
     assert len(warnings) == 1
 
 
-def test_empty_query(device, gen):
+def test_empty_query_and_no_keys(device, gen):
     q, k, v = make_qkv(2, 2, 0, 5, 16, torch.float32, device, gen)
     assert attention(q, k, v).shape == (2, 2, 0, 16)
+    q, k, v = make_qkv(2, 2, 3, 0, 16, torch.float32, device, gen)
+    assert torch.all(attention(q, k, v) == 0)  # no key at all: zeros, as fully padded rows
+
+
+def test_batch_split_across_launches(monkeypatch, device, gen):
+    # Stands in for B*H > 65535 (the CUDA grid's y limit): 3 launches of 2 batches.
+    monkeypatch.setattr(_attention, "_MAX_GRID_Y", 5)
+    q, k, v = make_qkv(5, 2, 9, 11, 16, torch.float32, device, gen)
+    check(q, k, v, torch.float32, key_padding_mask=padding_mask([11, 3, 0, 7, 11], 11, device),
+          causal=True)
 
 
 @pytest.mark.parametrize("bad,match", [

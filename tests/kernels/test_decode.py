@@ -106,6 +106,13 @@ def test_fully_padded_and_out_of_range_rows_are_zero(device, gen):
     assert torch.all(out[[1, 3, 4]] == 0) and torch.all(out[[0, 2]].abs().sum(-1) > 0)
 
 
+def test_empty_cache_and_no_rows(device, gen):
+    q = randn((3, 2, 16), torch.float32, device, gen)
+    k, v = (randn((3, 2, 0, 16), torch.float32, device, gen) for _ in range(2))
+    assert torch.all(check(q, k, v, torch.float32) == 0)
+    assert decode_attention(q[:0], k[:0], v[:0]).shape == (0, 2, 16)
+
+
 def test_lengths_clamped_to_capacity(device, gen):
     q = randn((2, 2, 16), torch.float32, device, gen)
     k, v = (randn((2, 2, 10, 16), torch.float32, device, gen) for _ in range(2))
