@@ -35,6 +35,17 @@ def _score(args):
     return {head: m[0].tolist() for head, m in out.items()} | {"texts": args.texts}
 
 
+def _serve(args):
+    from .server import serve
+    from .settings import Settings
+
+    overrides = {k: v for k, v in (("model_repo", args.model_repo), ("host", args.host), ("port", args.port),
+                                    ("strict_readiness", args.strict_readiness), ("device", args.device),
+                                    ("log_level", args.log_level)) if v is not None}
+    serve(Settings(**overrides))
+    return None
+
+
 def _add_model_args(p):
     p.add_argument("--model", required=True, help="model folder (HF layout or original .pth)")
     p.add_argument("--device", default="cpu")
@@ -45,6 +56,16 @@ def _add_model_args(p):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vlserve", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="serve a model repository over HTTP")
+    p.add_argument("--model-repo", help="folder of model folders (default: the project's model_repo/)")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.add_argument("--strict-readiness", action="store_true", default=None,
+                   help="ready only when every model loaded")
+    p.add_argument("--device", help="default device for models without one in model.toml")
+    p.add_argument("--log-level")
+    p.set_defaults(run=_serve)
 
     p = sub.add_parser("caption", help="caption images")
     _add_model_args(p)
@@ -87,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     except VlserveError as exc:
         print(json.dumps({"error": {"type": exc.type, "message": exc.message, "param": exc.param}}), file=sys.stderr)
         return 2
-    print(json.dumps(result, indent=2))
+    if result is not None:
+        print(json.dumps(result, indent=2))
     return 0
 
 

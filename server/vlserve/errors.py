@@ -6,6 +6,14 @@ VlserveError                      base; `type` is the wire name, `param` the off
 │   ├── InvalidImageError         415  unreadable, undecodable, empty (0×0) or unsupported image
 │   └── ImageTooLargeError        413  more pixels than allowed (decompression-bomb guard)
 ├── UnsupportedTaskError          400  the model's weights do not hold the graphs a task needs
+├── ModelNotFoundError            404  no model of that name, or none serves the task
+├── UnauthorizedError             401  missing or wrong API key
+├── UnsupportedMediaError         415  a request body that is neither JSON nor multipart
+├── PayloadTooLargeError          413  body, image count or image bytes over the limits
+├── UnavailableError              503  (+ Retry-After) the server cannot take the work now
+│   ├── QueueFullError                 a bounded queue is full
+│   ├── NotReadyError                  the model is loading, failed to load, or the server drains
+├── DeadlineExceededError         504  the request's deadline passed before its work ran
 └── CheckpointError               --   a model folder cannot be loaded (missing/unexpected keys, …)
 """
 
@@ -43,3 +51,36 @@ class UnsupportedTaskError(VlserveError):
 
 class CheckpointError(VlserveError):
     type = "checkpoint_error"
+
+
+class ModelNotFoundError(VlserveError):
+    type = "model_not_found"
+
+
+class UnsupportedMediaError(VlserveError):
+    type = "unsupported_media_type"
+
+
+class PayloadTooLargeError(VlserveError):
+    type = "payload_too_large"
+
+
+class UnavailableError(VlserveError):
+    type = "unavailable"
+    retry_after_s = 1
+
+
+class QueueFullError(UnavailableError):
+    type = "queue_full"
+
+
+class NotReadyError(UnavailableError):
+    type = "not_ready"
+
+
+class DeadlineExceededError(VlserveError):
+    type = "deadline_exceeded"
+
+
+class UnauthorizedError(VlserveError):
+    type = "unauthorized"

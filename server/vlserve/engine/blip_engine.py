@@ -164,17 +164,30 @@ class BlipEngine:
         """`decoder`: run sequence groups to completion as one static batch."""
         return generate(self.model.text_decoder, groups, self.tokenizer.sep_id, self.cross_mode)
 
-    @torch.inference_mode()
     def answer_loglik(self, q_states: torch.Tensor, q_length: int, candidates: list[str]) -> torch.Tensor:
-        """`decoder`, teacher-forced: log p(answer + [SEP] | question) for each candidate, (C,)."""
-        rows = [self.tokenizer.answer_ids(c, param=f"candidates[{i}]") for i, c in enumerate(candidates)]
+        return self.answer_loglik_batch([(q_states, q_length, candidates)])[0]
+
+    @torch.inference_mode()
+    def answer_loglik_batch(self, items: list) -> list[torch.Tensor]:
+        """`decoder`, teacher-forced: log p(answer + [SEP] | question) for each candidate.
+
+        items: (question states (Lq, Dt), question length, candidates); returns (C,) per item.
+        """
+        rows, sources, lengths = [], [], []
+        for q_states, q_length, candidates in items:
+            for i, c in enumerate(candidates):
+                rows.append(self.tokenizer.answer_ids(c, param=f"candidates[{i}]"))
+                sources.append(q_states[:q_length])
+                lengths.append(q_length)
         ids, mask = self.tokenizer.pad(rows)
         ids, mask = ids.to(self.device), mask.to(self.device)
-        c = ids.shape[0]
-        states = q_states[None, :q_length].expand(c, -1, -1)  # (C, Lq, Dt): the question, per candidate
-        logits = self.model.text_decoder(ids, mask, states).float()  # (C, L, V)
-        lp = F.log_softmax(logits[:, :-1], dim=-1).gather(2, ids[:, 1:, None])[..., 0]  # (C, L-1)
-        return (lp * mask[:, 1:]).sum(dim=1)
+        states = torch.nn.utils.rnn.pad_sequence(sources, batch_first=True)  # (rows, Lq, Dt)
+        src_pad = torch.arange(states.shape[1], device=self.device)[None, :] >= torch.tensor(
+            lengths, device=self.device)[:, None]
+        logits = self.model.text_decoder(ids, mask, states, src_pad).float()  # (rows, L, V)
+        lp = F.log_softmax(logits[:, :-1], dim=-1).gather(2, ids[:, 1:, None])[..., 0]  # (rows, L-1)
+        scores = (lp * mask[:, 1:]).sum(dim=1)
+        return list(torch.split(scores, [len(c) for _, _, c in items]))
 
     def decode_text(self, tokens: list[int]) -> str:
         return self.tokenizer.decode(tokens)

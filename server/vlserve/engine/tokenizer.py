@@ -64,6 +64,11 @@ class BlipTokenizer:
                 f"text has {len(ids)} tokens; this model reads at most {self.max_length}", param=param)
         return ids
 
+    def validate(self, texts: list[str], param: str = "texts") -> None:
+        """Raise the error encode_batch would, naming the item (before work is queued)."""
+        for i, t in enumerate(texts):
+            self._ids(t, f"{param}[{i}]")
+
     def encode_batch(self, texts: list[str], *, first_token: int | None = None, param: str = "texts"):
         """Right-padded (ids, attention_mask), both (B, L) long, mask 1 = token."""
         rows = [self._ids(t, f"{param}[{i}]") for i, t in enumerate(texts)]

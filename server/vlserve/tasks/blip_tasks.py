@@ -44,6 +44,8 @@ async def embed(runner, pixels: torch.Tensor | None = None, texts: list[str] | N
     engine.require("embed")
     if pixels is None and not texts:
         raise InvalidInputError("give images, texts or both", param="images")
+    if texts:
+        engine.tokenizer.validate(list(texts))
     images = None
     if pixels is not None:
         images = await runner.image_embeddings(await runner.encode_images(pixels))
@@ -61,6 +63,7 @@ async def score(runner, pixels: torch.Tensor, texts: list[str], heads=("itc",)) 
         raise InvalidInputError("at least one text is required", param="texts")
     for h in heads:
         engine.require("embed" if h == "itc" else "itm")
+    engine.tokenizer.validate(list(texts))
     states = await runner.encode_images(pixels)
     out = {}
     if "itc" in heads:
@@ -88,11 +91,13 @@ async def rank(runner, *, query_pixels=None, query_text=None, candidate_pixels=N
     if query_pixels is not None:
         if not candidate_texts:
             raise InvalidInputError("an image query ranks candidate texts", param="candidates")
+        engine.tokenizer.validate(list(candidate_texts), "candidates")
         states = await runner.encode_images(query_pixels)
         itc = ((await runner.image_embeddings(states)) @ (await runner.text_embeddings(candidate_texts)).T)[0]
     else:
         if candidate_pixels is None:
             raise InvalidInputError("a text query ranks candidate images", param="candidates")
+        engine.tokenizer.validate([query_text], "query")
         states = await runner.encode_images(candidate_pixels)
         itc = (await runner.image_embeddings(states)) @ (await runner.text_embeddings([query_text]))[0]
     shortlist = torch.argsort(itc, descending=True, stable=True)[: k_itc].tolist()
@@ -117,6 +122,9 @@ async def vqa(runner, pixels: torch.Tensor, questions: list[str], *, params: Gen
     if candidates is not None and not candidates:
         raise InvalidInputError("candidates, when given, must not be empty", param="candidates")
     params.validate()
+    engine.tokenizer.validate(list(questions), "questions")
+    if candidates:
+        engine.tokenizer.validate(list(candidates), "candidates")
     states = await runner.encode_images(pixels)
     q_states, q_lengths = await runner.encode_questions(states, list(questions))
     if candidates:

@@ -1,0 +1,82 @@
+"""The FastAPI application: `create_app(settings)`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse, Response
+
+from .. import __version__
+from ..settings import Settings
+from . import errors, schemas
+from .gateway import ClientGone, Gateway
+from .routes import router
+
+log = logging.getLogger("vlserve.api")
+REQUEST_SCHEMAS = (schemas.CaptionRequest, schemas.EmbeddingsRequest, schemas.ScoreRequest, schemas.RankRequest,
+                   schemas.VqaRequest)
+
+
+def create_app(settings: Settings | None = None, gateway: Gateway | None = None) -> FastAPI:
+    settings = settings or Settings()
+    gw = gateway or Gateway(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        loading = asyncio.create_task(gw.load_models())  # live at once, ready when loaded
+        app.state.loading = loading
+        try:
+            yield
+        finally:
+            loading.cancel()
+            gw.close()
+
+    app = FastAPI(title="vlserve", version=__version__, lifespan=lifespan,
+                  description="Captioning, image-text retrieval (ITC / ITM) and VQA with BLIP-family models.")
+    app.state.gateway = gw
+    errors.install(app)
+
+    @app.exception_handler(ClientGone)
+    async def _gone(request: Request, exc: ClientGone):
+        return Response(status_code=499)  # nobody reads it: the client left
+
+    app.include_router(router)
+
+    @app.get("/v1/models", response_model=schemas.ModelsResponse, tags=["admin"])
+    async def models(request: Request):
+        gw.authorize(request)
+        return {"models": [m.describe() for m in gw.repository.models.values()]}
+
+    @app.get("/health/live", tags=["admin"])
+    async def live():
+        return {"status": "live"}
+
+    @app.get("/health/ready", tags=["admin"], responses={503: {"model": schemas.ErrorResponse}})
+    async def ready():
+        if gw.ready:
+            return {"status": "ready"}
+        why = "draining" if gw.draining else "loading models" if not gw.repository.loading_done \
+            else "no model loaded"
+        return errors.error_response(503, "not_ready", why, headers={"Retry-After": "1"})
+
+    @app.get("/metrics", tags=["admin"])
+    async def metrics():
+        return Response(gw.metrics.render(), media_type=gw.metrics.content_type)
+
+    def openapi():
+        if app.openapi_schema is None:
+            spec = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            components = spec.setdefault("components", {}).setdefault("schemas", {})
+            for schema in REQUEST_SCHEMAS:  # the routes parse their bodies themselves
+                doc = schema.model_json_schema(ref_template="#/components/schemas/{model}")
+                components.update(doc.pop("$defs", {}))
+                components[schema.__name__] = doc
+            app.openapi_schema = spec
+        return app.openapi_schema
+
+    app.openapi = openapi
+    return app

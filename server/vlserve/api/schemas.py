@@ -1,0 +1,168 @@
+"""Wire schemas of the v1 HTTP API (pydantic). Images travel as base64 strings or `data:`
+URIs (or http(s) URLs when the server allows fetching); multipart uploads carry them as
+files instead. Defaults not given here come from the model's model.toml."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ImageRef = str  # base64, data: URI, or (when enabled) an http(s) URL
+
+TINY_PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC"
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: str | None = Field(None, description="model name; optional when one loaded model serves the task")
+    timeout_s: float | None = Field(None, gt=0, description="deadline in seconds (may only shorten the server's)")
+
+
+class GenerationFields(BaseModel):
+    max_new_tokens: int | None = Field(None, ge=1, description="tokens to generate at most (EOS included)")
+    min_new_tokens: int | None = Field(None, ge=0)
+    num_beams: int | None = Field(None, ge=1)
+    length_penalty: float | None = None
+    do_sample: bool | None = None
+    top_p: float | None = Field(None, gt=0, le=1)
+    top_k: int | None = Field(None, ge=0)
+    temperature: float | None = Field(None, gt=0)
+    seed: int | None = None
+    repetition_penalty: float | None = Field(None, gt=0)
+
+
+class CaptionRequest(_Request, GenerationFields):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"images": [TINY_PNG], "max_new_tokens": 20, "num_beams": 3}]})
+    images: list[ImageRef] = Field(min_length=1)
+    prompt: str | None = Field(None, description="text the caption continues (returned text excludes it)")
+    num_captions: int | None = Field(None, ge=1, description="captions per image (sampling or beams)")
+
+
+class CaptionOut(BaseModel):
+    text: str = Field(description="the caption, without the prompt")
+    tokens: list[int] = Field(description="generated ids after BOS and prompt, EOS excluded")
+    logprob: float = Field(description="the model's log-probability of the generated ids (EOS included)")
+
+
+class Usage(BaseModel):
+    images: int
+    generated_tokens: int
+
+
+class CaptionResponse(BaseModel):
+    model: str
+    captions: list[list[CaptionOut]]
+    usage: Usage
+
+
+class EmbeddingsRequest(_Request):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"images": [TINY_PNG], "texts": ["a small red circle"]}]})
+    images: list[ImageRef] | None = None
+    texts: list[str] | None = None
+
+
+class EmbeddingsResponse(BaseModel):
+    model: str
+    image_embeddings: list[list[float]] | None = None
+    text_embeddings: list[list[float]] | None = None
+    dim: int
+
+
+Head = Literal["itc", "itm"]
+
+
+class ScoreRequest(_Request):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"images": [TINY_PNG], "texts": ["a small red circle", "a large blue square"], "heads": ["itc", "itm"]}]})
+    images: list[ImageRef] = Field(min_length=1)
+    texts: list[str] = Field(min_length=1)
+    heads: list[Head] = Field(default_factory=lambda: ["itc"], min_length=1)
+
+
+class ScoreResponse(BaseModel):
+    model: str
+    itc: list[list[float]] | None = Field(None, description="cosine similarity, images x texts")
+    itm: list[list[float]] | None = Field(None, description="match probability, images x texts")
+
+
+class RankRequest(_Request):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"query_image": TINY_PNG, "candidate_texts": ["a small red circle", "a large blue square"], "top_k": 1}]})
+    query_image: ImageRef | None = None
+    query_text: str | None = None
+    candidate_texts: list[str] | None = None
+    candidate_images: list[ImageRef] | None = None
+    k_itc: int = Field(16, ge=1, description="ITC shortlist size")
+    top_k: int = Field(10, ge=1, description="results returned")
+    rerank: bool = Field(True, description="re-rank the shortlist with ITM")
+
+
+class RankedOut(BaseModel):
+    index: int
+    itc: float
+    itm: float | None = None
+
+
+class RankResponse(BaseModel):
+    model: str
+    results: list[RankedOut]
+
+
+class VqaRequest(_Request):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"images": [TINY_PNG], "questions": ["what color is the circle?"]}]})
+    images: list[ImageRef] = Field(min_length=1)
+    questions: list[str] = Field(min_length=1, description="one per image")
+    max_new_tokens: int | None = Field(None, ge=1)
+    min_new_tokens: int | None = Field(None, ge=0)
+    num_beams: int | None = Field(None, ge=1)
+    candidates: list[str] | None = Field(None, description="rank these answers instead of generating")
+    rank_answers: bool = Field(False, description="rank the model's own answer list (model.toml [vqa] answers)")
+
+
+class RankedAnswerOut(BaseModel):
+    text: str
+    prob: float
+
+
+class AnswerOut(BaseModel):
+    text: str
+    tokens: list[int]
+    logprob: float
+    ranked: list[RankedAnswerOut] | None = None
+
+
+class VqaResponse(BaseModel):
+    model: str
+    answers: list[AnswerOut]
+
+
+class ModelInfo(BaseModel):
+    name: str
+    family: str
+    state: Literal["loading", "ready", "failed"]
+    error: str | None = None
+    tasks: list[str]
+    graphs: list[str]
+    device: str | None = None
+    dtype: str | None = None
+    attention: str | None = None
+    cross_attention: str | None = None
+    load_seconds: float | None = None
+
+
+class ModelsResponse(BaseModel):
+    models: list[ModelInfo]
+
+
+class ErrorBody(BaseModel):
+    type: str
+    message: str
+    param: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody

@@ -1,0 +1,98 @@
+"""A model folder being served: its spec, engine, device worker and state."""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from dataclasses import dataclass, field
+
+from ..engine.blip_engine import BlipEngine, EngineOptions
+from ..engine.generation.params import GenerationParams
+from ..errors import CheckpointError, NotReadyError, UnsupportedTaskError
+from ..scheduling.runner import ScheduledRunner
+from ..scheduling.worker import DeviceWorker, Limits
+from ..settings import Settings
+from .spec import ModelSpec
+
+log = logging.getLogger("vlserve.repository")
+
+
+@dataclass(eq=False)
+class ServedModel:
+    spec: ModelSpec
+    state: str = "loading"  # loading | ready | failed
+    error: str | None = None
+    engine: BlipEngine | None = None
+    worker: DeviceWorker | None = None
+    load_seconds: float | None = None
+    tasks: tuple[str, ...] = ()
+    caption_defaults: GenerationParams = field(default_factory=GenerationParams)
+    vqa_defaults: GenerationParams = field(default_factory=lambda: GenerationParams(max_new_tokens=10))
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def load(self, settings: Settings, metrics) -> None:
+        start = time.monotonic()
+        spec = self.spec
+        try:
+            engine = BlipEngine(spec.folder, EngineOptions(
+                device=spec.resolved_device(settings), dtype=spec.dtype or settings.dtype,
+                attention=spec.attention or settings.attention, fusion_first_token=spec.fusion_first_token,
+                default_prompt=spec.prompt, max_pixels=settings.max_pixels, cross_attention=spec.cross_attention))
+            tasks = engine.tasks
+            if spec.tasks is not None:
+                extra = sorted(set(spec.tasks) - set(tasks))
+                if extra:
+                    raise CheckpointError(f"model.toml lists tasks the weights cannot serve: {', '.join(extra)} "
+                                          f"(they serve: {', '.join(tasks)})")
+                tasks = tuple(t for t in tasks if t in spec.tasks)
+            self.caption_defaults = GenerationParams().replace(**spec.generation.caption.model_dump()).validate()
+            self.vqa_defaults = GenerationParams(max_new_tokens=10).replace(
+                **spec.generation.vqa.model_dump()).validate()
+            b = spec.batching
+            limits = Limits(max_batch_size=b.max_batch_size or settings.max_batch_size,
+                            max_queue_delay_ms=b.max_queue_delay_ms if b.max_queue_delay_ms is not None
+                            else settings.max_queue_delay_ms,
+                            max_queue_size=b.max_queue_size or settings.max_queue_size,
+                            max_decode_rows=b.max_decode_rows or settings.max_decode_rows)
+            self.worker = DeviceWorker(engine, limits, metrics.for_model(self.name), self.name).start()
+            self.engine, self.tasks = engine, tasks
+            self.load_seconds = time.monotonic() - start
+            self.state = "ready"
+            metrics.model_loaded(self.name, self.load_seconds)
+            log.info("loaded %s from %s in %.1fs: tasks %s on %s/%s", self.name, spec.folder, self.load_seconds,
+                     ", ".join(tasks), engine.device, engine.dtype)
+        except Exception as exc:  # one broken folder must not take the server down
+            self.state, self.error = "failed", f"{type(exc).__name__}: {exc}"
+            detail = "" if isinstance(exc, CheckpointError) else "\n" + traceback.format_exc()
+            log.error("failed to load %s from %s: %s%s", self.name, spec.folder, exc, detail)
+
+    def runner(self, deadline: float) -> ScheduledRunner:
+        if self.state != "ready":
+            raise NotReadyError(f"model '{self.name}' is {self.state}"
+                                + (f": {self.error}" if self.error else ""), param="model")
+        return ScheduledRunner(self.worker, deadline)
+
+    def require(self, task: str) -> None:
+        if task not in self.tasks:
+            raise UnsupportedTaskError(f"model '{self.name}' does not serve '{task}'; it serves: "
+                                       f"{', '.join(self.tasks) or 'nothing'}", param="model")
+
+    def describe(self) -> dict:
+        engine = self.engine
+        return {
+            "name": self.name, "family": self.spec.family, "state": self.state, "error": self.error,
+            "tasks": list(self.tasks), "graphs": list(engine.graphs) if engine else [],
+            "device": str(engine.device) if engine else self.spec.device,
+            "dtype": str(engine.dtype).removeprefix("torch.") if engine else self.spec.dtype,
+            "attention": engine.backend.name if engine else self.spec.attention,
+            "cross_attention": engine.cross_mode if engine else self.spec.cross_attention,
+            "load_seconds": self.load_seconds,
+        }
+
+    def stop(self) -> None:
+        if self.worker is not None:
+            self.worker.stop()

@@ -1,0 +1,240 @@
+"""One thread per model owns its device: it forms batches for the encoder graphs and
+steps the decoder's continuous batch, alternating between the two.
+
+Event-loop side: `submit` / `submit_generate` enqueue an Item and return at once (or raise
+QueueFullError); the caller awaits `item.future`. Cancelling that future (a client that
+went away) removes the work: queued items are skipped, running decode groups dropped.
+An item whose deadline passed while queued is answered with DeadlineExceededError.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+
+from ..engine.blip_engine import BlipEngine
+from ..engine.generation.loop import DecodeLoop
+from ..errors import QueueFullError
+from .items import Item
+from .ops import OPS, Op
+
+log = logging.getLogger("vlserve.scheduling")
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_batch_size: int = 32
+    max_queue_delay_ms: float = 5.0
+    max_queue_size: int = 512
+    max_decode_rows: int = 64
+
+
+class NullMetrics:
+    def queued(self, graph, seconds): ...
+    def computed(self, graph, seconds, batch_size): ...
+    def depth(self, graph, n): ...
+    def generated(self, tokens): ...
+
+
+class GraphQueue:
+    def __init__(self, op: Op, limits: Limits):
+        self.op, self.limits = op, limits
+        self.items: deque[Item] = deque()
+        self.queued = 0  # examples
+
+    def put(self, item: Item) -> None:
+        if self.queued + item.size > self.limits.max_queue_size and self.items:
+            raise QueueFullError(f"the {self.op.name} queue is full ({self.queued} examples waiting)")
+        self.items.append(item)
+        self.queued += item.size
+
+    def due_in(self, now: float) -> float | None:
+        """Seconds until a batch should run (0: now), None when empty."""
+        if not self.items:
+            return None
+        if self.queued >= self.limits.max_batch_size:
+            return 0.0
+        return max(0.0, self.items[0].enqueued + self.limits.max_queue_delay_ms / 1000 - now)
+
+    def take(self) -> list[Item]:
+        batch, size = [], 0
+        while self.items and (not batch or size + self.items[0].size <= self.limits.max_batch_size):
+            item = self.items.popleft()
+            self.queued -= item.size
+            batch.append(item)
+            size += item.size
+        return batch
+
+
+class DeviceWorker:
+    def __init__(self, engine: BlipEngine, limits: Limits = Limits(), metrics=None, name: str = "model"):
+        self.engine, self.limits, self.name = engine, limits, name
+        self.metrics = metrics or NullMetrics()
+        self.queues = {name: GraphQueue(op, limits) for name, op in OPS.items()}
+        self.cond = threading.Condition()
+        self.inbox: deque[Item] = deque()  # generate items not yet handed to the decode loop
+        self.running: list[Item] = []  # generate items with groups in the decode loop
+        self.decode = self._new_decode_loop()
+        self.stopping = False
+        self.thread = threading.Thread(target=self._run, name=f"vlserve-worker-{name}", daemon=True)
+
+    def _new_decode_loop(self) -> DecodeLoop | None:
+        decoder = self.engine.model.text_decoder
+        if decoder is None:
+            return None
+        return DecodeLoop(decoder, self.engine.tokenizer.sep_id, max_rows=self.limits.max_decode_rows,
+                          cross_mode=self.engine.cross_mode)
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> "DeviceWorker":
+        self.thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        with self.cond:
+            self.stopping = True
+            self.cond.notify_all()
+        self.thread.join(timeout)
+
+    @property
+    def pending(self) -> int:
+        """Items queued or running (for draining and tests)."""
+        with self.cond:
+            return sum(len(q.items) for q in self.queues.values()) + len(self.inbox) + len(self.running)
+
+    # -- event-loop side ----------------------------------------------------------------------
+
+    def submit(self, op: str, inputs, size: int, deadline: float) -> Item:
+        item = Item(inputs, size, asyncio.get_running_loop().create_future(), asyncio.get_running_loop(), deadline)
+        with self.cond:
+            queue = self.queues[op]
+            queue.put(item)
+            self.metrics.depth(op, queue.queued)
+            self.cond.notify()
+        return item
+
+    def submit_generate(self, groups: list, deadline: float) -> Item:
+        loop = asyncio.get_running_loop()
+        rows = sum(g.max_rows for g in groups)
+        item = Item(groups, rows, loop.create_future(), loop, deadline)
+        with self.cond:
+            waiting = sum(i.size for i in self.inbox) + sum(g.max_rows for g in self.decode.waiting)
+            if waiting + rows > self.limits.max_queue_size and waiting:
+                raise QueueFullError(f"the decoder queue is full ({waiting} sequences waiting)")
+            self.inbox.append(item)
+            self.metrics.depth("decoder", waiting + rows)
+            self.cond.notify()
+        return item
+
+    # -- worker thread ----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self.cond:
+                queue = self._wait_for_work()
+                if queue is None and self.stopping:
+                    return
+                batch = queue.take() if queue else []
+                if queue:
+                    self.metrics.depth(queue.op.name, queue.queued)
+            if batch:
+                self._run_batch(queue.op, batch)
+            if self.decode is not None and self.decode.busy:
+                self._decode_step()
+
+    def _wait_for_work(self) -> GraphQueue | None:
+        """Under the lock: the queue to serve now, or None when only decoding is due."""
+        while not self.stopping:
+            self._admit_generate()
+            now = time.monotonic()
+            dues = [(d, q) for q in self.queues.values() if (d := q.due_in(now)) is not None]
+            ready = [q for d, q in dues if d <= 0]
+            if ready:  # the oldest waiting batch first
+                return min(ready, key=lambda q: q.items[0].enqueued)
+            if self.decode is not None and self.decode.busy:
+                return None
+            self.cond.wait(min((d for d, _ in dues), default=None))
+        return None
+
+    def _run_batch(self, op: Op, batch: list[Item]) -> None:
+        live = self._live(batch)
+        if not live:
+            return
+        start = time.monotonic()
+        for item in live:
+            self.metrics.queued(op.name, start - item.enqueued)
+        try:
+            outputs = op.run(self.engine, [i.inputs for i in live])
+            self.metrics.computed(op.name, time.monotonic() - start, sum(i.size for i in live))
+            for item, out in zip(live, outputs, strict=True):
+                item.resolve(out)
+        except Exception as exc:
+            if len(live) > 1:  # find the item at fault: the others still get their answers
+                for item in live:
+                    self._run_batch(op, [item])
+                return
+            log.exception("%s: %s failed", self.name, op.name)
+            live[0].fail(exc)
+
+    @staticmethod
+    def _live(items: list[Item]) -> list[Item]:
+        live = []
+        for item in items:
+            if item.cancelled:
+                continue
+            if item.expired:
+                item.expire()
+                continue
+            live.append(item)
+        return live
+
+    # -- decoding ---------------------------------------------------------------------------
+
+    def _admit_generate(self) -> None:
+        """Under the lock: hand new generate items to the decode loop; drop dead ones."""
+        while self.inbox:
+            item = self.inbox.popleft()
+            if self._live([item]):
+                item.state = set(range(len(item.inputs)))  # groups not yet finished
+                for group in item.inputs:
+                    group.ticket = item
+                    self.decode.add(group)
+                self.running.append(item)
+        for item in list(self.running):
+            waiting = any(g in self.decode.waiting for g in item.inputs)
+            if item.cancelled or (waiting and item.expired):
+                for group in item.inputs:
+                    self.decode.drop(group)
+                self.running.remove(item)
+                if not item.cancelled:
+                    item.expire()
+
+    def _decode_step(self) -> None:
+        start = time.monotonic()
+        try:
+            rows = self.decode.batch.rows
+            finished = self.decode.step()
+        except Exception as exc:
+            log.exception("%s: decoder step failed", self.name)
+            with self.cond:
+                for item in self.running:
+                    item.fail(exc)
+                self.running.clear()
+                self.decode = self._new_decode_loop()
+            return
+        self.metrics.computed("decoder", time.monotonic() - start, max(rows, 1))
+        self.metrics.generated(rows)
+        with self.cond:
+            for group in finished:
+                item = group.ticket
+                if item is None or item not in self.running:
+                    continue
+                item.state.discard(item.inputs.index(group))
+                if not item.state:
+                    self.running.remove(item)
+                    item.resolve([g.results for g in item.inputs])

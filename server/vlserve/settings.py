@@ -1,0 +1,66 @@
+"""Every server setting, in one place. Environment variables `VLSERVE_<NAME>` set them;
+`vlserve serve` flags map onto the same fields. Nothing reads the environment at import.
+
+Per-model choices (device, dtype, batching, generation defaults) live in each model's
+model.toml; the settings below are the server-wide defaults they fall back to.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MiB = 1024 * 1024
+
+
+def default_model_repo() -> Path:
+    """The project's model_repo/ (an editable install or a checkout), else ./model_repo."""
+    project = Path(__file__).resolve().parents[2] / "model_repo"
+    return project if project.is_dir() else Path("model_repo")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VLSERVE_", extra="ignore")
+
+    # where and what to serve
+    model_repo: Path = Field(default_factory=default_model_repo, description="folder of model folders")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    strict_readiness: bool = Field(False, description="ready only when every model loaded (else: when one did)")
+    log_level: str = "info"
+    api_key: SecretStr | None = Field(None, description="when set, requests need `Authorization: Bearer <key>`")
+
+    # model defaults (model.toml overrides)
+    device: str = Field("auto", description="auto = cuda when available, else cpu")
+    dtype: str = "float32"
+    attention: str = Field("auto", description="auto | eager | sdpa | triton")
+    max_batch_size: int = Field(32, ge=1, description="examples per encoder batch")
+    max_queue_delay_ms: float = Field(5.0, ge=0, description="how long a batch waits to fill")
+    max_queue_size: int = Field(512, ge=1, description="examples queued per graph before 503")
+    max_decode_rows: int = Field(64, ge=1, description="sequences (beams included) decoded together")
+
+    # request limits
+    request_timeout_s: float = Field(60.0, gt=0, description="default deadline; a request may only shorten it")
+    max_body_bytes: int = 32 * MiB
+    max_images: int = Field(64, ge=1, description="images per request")
+    max_image_bytes: int = 16 * MiB
+    max_pixels: int = Field(40_000_000, ge=1, description="pixels per decoded image")
+    max_texts: int = Field(256, ge=1, description="texts / questions / candidates per request")
+    max_text_chars: int = 4000
+    max_new_tokens: int = Field(128, ge=1)
+    max_beams: int = Field(8, ge=1)
+    preprocess_threads: int = Field(4, ge=1, description="threads decoding and resizing images")
+
+    # fetching image URLs (off unless enabled, and then only from the listed hosts)
+    allow_url_fetch: bool = False
+    url_allow_hosts: str = Field("", description="comma-separated host names images may be fetched from")
+    url_max_bytes: int = 16 * MiB
+    url_timeout_s: float = 10.0
+
+    drain_grace_s: float = Field(30.0, ge=0, description="on SIGTERM, how long in-flight requests may finish")
+
+    @property
+    def allowed_hosts(self) -> set[str]:
+        return {h.strip().lower() for h in self.url_allow_hosts.split(",") if h.strip()}
