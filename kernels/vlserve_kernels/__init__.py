@@ -1,7 +1,16 @@
 """vlserve_kernels: Triton fused-attention kernels and their torch references.
 
+- `attention(q, k, v, *, key_padding_mask, causal, scale)`: prefill / encoder
+  / cross attention; returns (B, H, Lq, D) as a view of (B, Lq, H, D) memory.
+- `decode_attention(q, k, v, *, kv_lengths, key_padding_mask, row_to_kv,
+  scale)`: one query per row over a KV cache, split-KV; returns (R, H, D).
+- `attention_reference`, `decode_attention_reference`: float64 torch versions
+  that define the semantics (reference.py).
+
 Importing the package needs only torch; Triton is imported when a kernel
 first runs, so CPU-only installs can import it (check `triton_available()`).
+Under TRITON_INTERPRET=1 (set before the first kernel call) the kernels run
+on CPU tensors through the Triton interpreter.
 """
 
 from ._common import SUPPORTED_HEAD_DIMS, triton_available

@@ -38,15 +38,15 @@ def decode_blocks(head_dim: int, dtype: torch.dtype, device: torch.device,
     latency. CPU (interpreter): 16-key tiles and up to 4 chunks, so tests
     cover the combine step.
     """
-    max_splits_for = lambda block_n: max(1, c.cdiv(len_k, block_n))  # noqa: E731
     if device.type != "cuda":
         block_n, warps = 16, 1
-        splits = min(4, max_splits_for(block_n))
+        splits = min(4, c.cdiv(len_k, block_n))
     else:
         block_n = 64 if head_dim <= 64 else 32
         warps = 4
         target = 8 * c.sm_count(device.index if device.index is not None else torch.cuda.current_device())
-        splits = min(max_splits_for(block_n), max(1, c.cdiv(target, max(1, rows * heads))), 64)
+        splits = min(c.cdiv(len_k, block_n), c.cdiv(target, max(1, rows * heads)), 64)
+    splits = max(1, splits)
     chunk = c.cdiv(c.cdiv(max(len_k, 1), splits), block_n) * block_n
     return DecodeBlocks(block_n, chunk, c.cdiv(max(len_k, 1), chunk), warps)
 

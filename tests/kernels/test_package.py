@@ -73,3 +73,19 @@ def test_decode_reference_matches_per_row_attention():
         s, n = row_to_kv[r], lengths[row_to_kv[r]]
         expect = F.scaled_dot_product_attention(q[r, :, None], k[s, :, :n], v[s, :, :n])  # (H, 1, D)
         torch.testing.assert_close(out[r], expect[:, 0])
+
+
+def test_block_choices_are_valid(monkeypatch):
+    from vlserve_kernels import _common, attention_blocks, decode_blocks
+    monkeypatch.setattr(_common, "sm_count", lambda index: 132)
+    pow2 = lambda n: n >= 16 and n & (n - 1) == 0  # noqa: E731 - tl.arange/tl.dot need these
+    for dev in (torch.device("cpu"), torch.device("cuda", 0)):
+        for d in vlserve_kernels.SUPPORTED_HEAD_DIMS:
+            for dtype in (torch.float16, torch.bfloat16, torch.float32):
+                for lq, lk in ((1, 1), (32, 577), (577, 577), (2000, 3)):
+                    a = attention_blocks(d, dtype, dev, lq, lk)
+                    assert pow2(a.block_m) and pow2(a.block_n) and a.num_warps in (1, 4, 8)
+                for rows, lk in ((1, 1), (64, 577), (256, 577), (64, 40), (3, 0)):
+                    blk = decode_blocks(d, dtype, dev, rows, 12, lk)
+                    assert pow2(blk.block_n) and blk.chunk % blk.block_n == 0
+                    assert blk.num_splits * blk.chunk >= lk > (blk.num_splits - 1) * blk.chunk or lk == 0
