@@ -51,7 +51,8 @@ class Live:
     def __init__(self, settings: Settings):
         self.app = create_app(settings)
         self.gateway = self.app.state.gateway
-        self.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app), base_url="http://test",
+        self.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app, raise_app_exceptions=False),
+                                        base_url="http://test",
                                         timeout=60)
         self._lifespan = self.app.router.lifespan_context(self.app)
 
