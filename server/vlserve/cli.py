@@ -67,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level")
     p.set_defaults(run=_serve)
 
+    from .shapes.command import register as register_shapes
+
+    register_shapes(sub)
+
     p = sub.add_parser("caption", help="caption images")
     _add_model_args(p)
     p.add_argument("images", nargs="+")
