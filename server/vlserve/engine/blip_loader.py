@@ -20,22 +20,37 @@ from ..models.blip.config import BlipConfig, TextConfig, VisionConfig
 from ..models.blip.model import Blip, Components
 from .weights import find_weights, read_state_dict
 
-# checkpoint key (regex) -> our key; first match wins
-HF_KEYS = [
-    (r"^vision_model\.encoder\.layers\.", "vision.layers."),
-    (r"^vision_model\.", "vision."),
+# (our key prefix, checkpoint key prefix); `{i}` stands for a layer index. Read left to
+# right to export, right to left to load.
+HF_NAMES = [
+    ("vision.layers.", "vision_model.encoder.layers."),
+    ("vision.", "vision_model."),
 ]
-ORIGINAL_KEYS = [
-    (r"^visual_encoder\.cls_token$", "vision.embeddings.class_embedding"),
-    (r"^visual_encoder\.pos_embed$", "vision.embeddings.position_embedding"),
-    (r"^visual_encoder\.patch_embed\.proj\.", "vision.embeddings.patch_embedding."),
-    (r"^visual_encoder\.blocks\.(\d+)\.norm1\.", r"vision.layers.\1.layer_norm1."),
-    (r"^visual_encoder\.blocks\.(\d+)\.norm2\.", r"vision.layers.\1.layer_norm2."),
-    (r"^visual_encoder\.blocks\.(\d+)\.attn\.qkv\.", r"vision.layers.\1.self_attn.qkv."),
-    (r"^visual_encoder\.blocks\.(\d+)\.attn\.proj\.", r"vision.layers.\1.self_attn.projection."),
-    (r"^visual_encoder\.blocks\.(\d+)\.mlp\.", r"vision.layers.\1.mlp."),
-    (r"^visual_encoder\.norm\.", "vision.post_layernorm."),
+ORIGINAL_NAMES = [
+    ("vision.embeddings.class_embedding", "visual_encoder.cls_token"),
+    ("vision.embeddings.position_embedding", "visual_encoder.pos_embed"),
+    ("vision.embeddings.patch_embedding.", "visual_encoder.patch_embed.proj."),
+    ("vision.layers.{i}.layer_norm1.", "visual_encoder.blocks.{i}.norm1."),
+    ("vision.layers.{i}.layer_norm2.", "visual_encoder.blocks.{i}.norm2."),
+    ("vision.layers.{i}.self_attn.qkv.", "visual_encoder.blocks.{i}.attn.qkv."),
+    ("vision.layers.{i}.self_attn.projection.", "visual_encoder.blocks.{i}.attn.proj."),
+    ("vision.layers.{i}.mlp.", "visual_encoder.blocks.{i}.mlp."),
+    ("vision.post_layernorm.", "visual_encoder.norm."),
 ]
+
+
+def rename_table(names, *, to_ours: bool):
+    """Regex rules (pattern, replacement) from a name table, in either direction."""
+    rules = []
+    for ours, theirs in names:
+        src, dst = (theirs, ours) if to_ours else (ours, theirs)
+        pattern = "^" + re.escape(src).replace(r"\{i\}", r"(\d+)") + ("" if src.endswith(".") else "$")
+        rules.append((pattern, dst.replace("{i}", r"\1")))
+    return rules
+
+
+HF_KEYS = rename_table(HF_NAMES, to_ours=True)
+ORIGINAL_KEYS = rename_table(ORIGINAL_NAMES, to_ours=True)
 # training-only state: momentum encoders, feature queues, temperature; non-persistent ids
 IGNORED = re.compile(r"(^|\.)\w+_m(\.|$)|_queue$|^temp$|position_ids$|^text_encoder\.pooler\.|^logit_scale$")
 
@@ -196,24 +211,13 @@ def _count(state, pattern: str) -> int:
 
 def original_state_dict(model: Blip) -> dict[str, torch.Tensor]:
     """Our weights under the original BLIP `.pth` key names (for export and round-trip tests)."""
-    inverse = [
-        (r"^vision\.embeddings\.class_embedding$", "visual_encoder.cls_token"),
-        (r"^vision\.embeddings\.position_embedding$", "visual_encoder.pos_embed"),
-        (r"^vision\.embeddings\.patch_embedding\.", "visual_encoder.patch_embed.proj."),
-        (r"^vision\.layers\.(\d+)\.layer_norm1\.", r"visual_encoder.blocks.\1.norm1."),
-        (r"^vision\.layers\.(\d+)\.layer_norm2\.", r"visual_encoder.blocks.\1.norm2."),
-        (r"^vision\.layers\.(\d+)\.self_attn\.qkv\.", r"visual_encoder.blocks.\1.attn.qkv."),
-        (r"^vision\.layers\.(\d+)\.self_attn\.projection\.", r"visual_encoder.blocks.\1.attn.proj."),
-        (r"^vision\.layers\.(\d+)\.mlp\.", r"visual_encoder.blocks.\1.mlp."),
-        (r"^vision\.post_layernorm\.", "visual_encoder.norm."),
-    ]
+    inverse = rename_table(ORIGINAL_NAMES, to_ours=False)
     return map_keys(dict(model.state_dict()), inverse)
 
 
 def hf_state_dict(model: Blip) -> dict[str, torch.Tensor]:
     """Our weights under transformers' key names (what `save_pretrained` would write)."""
-    inverse = [(r"^vision\.layers\.", "vision_model.encoder.layers."), (r"^vision\.", "vision_model.")]
-    state = map_keys(dict(model.state_dict()), inverse)
+    state = map_keys(dict(model.state_dict()), rename_table(HF_NAMES, to_ours=False))
     if LM_BIAS in state:
         state[LM_SHARED_BIAS] = state[LM_BIAS]
     return state
