@@ -31,10 +31,16 @@ class Item:
         return time.monotonic() > self.deadline
 
     def resolve(self, value) -> None:
-        self.loop.call_soon_threadsafe(_settle, self.future, value, None)
+        self._settle(value, None)
 
     def fail(self, error: BaseException) -> None:
-        self.loop.call_soon_threadsafe(_settle, self.future, None, error)
+        self._settle(None, error)
+
+    def _settle(self, value, error) -> None:
+        try:
+            self.loop.call_soon_threadsafe(_settle, self.future, value, error)
+        except RuntimeError:  # the event loop is closed: the server is gone, nobody waits
+            pass
 
     def expire(self) -> None:
         self.fail(DeadlineExceededError("the request's deadline passed while it waited in the queue"))

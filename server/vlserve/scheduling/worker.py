@@ -134,18 +134,23 @@ class DeviceWorker:
     # -- worker thread ----------------------------------------------------------------------
 
     def _run(self) -> None:
-        while True:
-            with self.cond:
-                queue = self._wait_for_work()
-                if queue is None and self.stopping:
-                    return
-                batch = queue.take() if queue else []
-                if queue:
-                    self.metrics.depth(queue.op.name, queue.queued)
-            if batch:
-                self._run_batch(queue.op, batch)
-            if self.decode is not None and self.decode.busy:
-                self._decode_step()
+        while not self.stopping:
+            try:
+                self._serve_once()
+            except Exception:  # a bookkeeping bug must not silently kill the model's only thread
+                log.exception("%s: worker iteration failed", self.name)
+                time.sleep(0.01)
+
+    def _serve_once(self) -> None:
+        with self.cond:
+            queue = self._wait_for_work()
+            batch = queue.take() if queue else []
+            if queue:
+                self.metrics.depth(queue.op.name, queue.queued)
+        if batch:
+            self._run_batch(queue.op, batch)
+        if self.decode is not None and self.decode.busy and not self.stopping:
+            self._decode_step()
 
     def _wait_for_work(self) -> GraphQueue | None:
         """Under the lock: the queue to serve now, or None when only decoding is due."""
