@@ -71,6 +71,13 @@ class Pipeline:
         return _run(blip_tasks.rank(self.runner, query_text=text,
                                     candidate_pixels=self.engine.pixels(list(candidates)), **kwargs))
 
+    def capfilt(self, images, texts=None, num_synthetic=1, threshold=0.5, **generation):
+        """BLIP's CapFilt: web + sampled synthetic captions per image, each with its ITM verdict."""
+        base = self.generation.replace(do_sample=True, top_p=0.9, top_k=0)
+        params = self._params(base, generation)
+        return _run(blip_tasks.capfilt(self.runner, self.engine.pixels(list(images)), texts, params=params,
+                                       num_synthetic=num_synthetic, threshold=threshold))
+
     def vqa(self, images, questions, candidates=None, **generation):
         params = self._params(self.generation.replace(max_new_tokens=10), generation)
         return _run(blip_tasks.vqa(self.runner, self.engine.pixels(list(images)), list(questions),

@@ -21,7 +21,7 @@ async def test_models_lists_states(live):
     assert r.status_code == 200
     models = {m["name"]: m for m in r.json()["models"]}
     assert models["toy"]["state"] == "ready"
-    assert set(models["toy"]["tasks"]) == {"caption", "embed", "itm", "vqa"}
+    assert set(models["toy"]["tasks"]) == {"caption", "embed", "itm", "vqa", "capfilt"}
     assert models["toy"]["graphs"] == ["vision", "text", "fusion", "decoder"]
     assert models["toy"]["attention"] == "sdpa" and models["toy"]["device"] == "cpu"
     assert models["cap"]["tasks"] == ["caption"]
@@ -115,3 +115,13 @@ async def test_openapi_is_valid(live):
     body = spec["paths"]["/v1/caption"]["post"]["requestBody"]["content"]
     assert body["application/json"]["schema"]["$ref"].endswith("CaptionRequest")
     assert spec["components"]["schemas"]["CaptionRequest"]["examples"]
+
+
+async def test_capfilt(live):
+    r = await live.client.post("/v1/capfilt", json={"model": "toy", "images": [b64(RED)],
+                                                    "texts": [["red dog", "a cat"]], "num_synthetic": 2,
+                                                    "threshold": 0.3, "seed": 1})
+    assert r.status_code == 200, r.text
+    res = r.json()["results"][0]
+    assert [c["source"] for c in res[:2]] == ["web", "web"]
+    assert all(c["kept"] == (c["itm"] >= 0.3) for c in res)

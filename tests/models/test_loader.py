@@ -19,7 +19,7 @@ from vlserve.models.blip.model import Blip, Components
     ("caption", {"caption"}),
     ("retrieval", {"embed", "itm"}),
     ("vqa", {"vqa"}),
-    ("union", {"caption", "embed", "itm", "vqa"}),
+    ("union", {"caption", "embed", "itm", "vqa", "capfilt"}),
 ])
 def test_layout_serves_exactly_its_tasks(tiny_pow2, layout, tasks):
     eng = BlipEngine(tiny_pow2.folders[layout], EngineOptions())
@@ -109,7 +109,7 @@ def test_original_pth_round_trip(tmp_path):
     assert eng.tokenizer.dec_id == VOCAB.index("[DEC]") and eng.tokenizer.sep_id == VOCAB.index("[SEP]")
     assert eng.default_prompt == "a picture of "
     # a pretraining-style checkpoint (retrieval heads beside the decoder): the decoder captions
-    assert set(eng.tasks) == {"caption", "embed", "itm"}
+    assert set(eng.tasks) == {"caption", "embed", "itm", "capfilt"}
     ours = eng.model.state_dict()
     for key, value in model.state_dict().items():
         assert torch.equal(ours[key], value), key

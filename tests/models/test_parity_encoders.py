@@ -57,7 +57,7 @@ def test_itm_probability(tiny, backend):
 def test_union_folder_matches_each_layout(tiny):
     """The union checkpoint serves every task with the same numbers as the single layouts."""
     eng = engine(tiny.folders["union"], "sdpa")
-    assert set(eng.tasks) == {"caption", "embed", "itm", "vqa"}
+    assert set(eng.tasks) == {"caption", "embed", "itm", "vqa", "capfilt"}
     assert set(eng.graphs) == {"vision", "text", "fusion", "decoder"}
     px = tiny.pixels(2, seed=3)
     ids, mask = eng.tokenizer.encode_batch(TEXTS[:2])

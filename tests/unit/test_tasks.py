@@ -121,3 +121,20 @@ def test_python_api(tmp_path):
 def test_caption_only_checkpoint_refuses_other_tasks(tiny_caption_engine):
     with pytest.raises(UnsupportedTaskError, match="serves: caption"):
         run(blip_tasks.score(DirectRunner(tiny_caption_engine), pixels(1), ["x"], heads=["itm"]))
+
+
+def test_capfilt_scores_web_and_synthetic_captions(engine):
+    r = DirectRunner(engine)
+    px = pixels(2, seed=5)
+    web = [["red dog", "a cat"], []]
+    params = GenerationParams(do_sample=True, seed=1, max_new_tokens=6)
+    out = run(blip_tasks.capfilt(r, px, web, params=params, num_synthetic=2, threshold=0.5))
+    assert [c.source for c in out[0]][:2] == ["web", "web"]
+    assert sum(c.source == "synthetic" for c in out[0]) <= 2 and any(c.source == "synthetic" for c in out[1])
+    # the verdicts are the filter's ITM probabilities, thresholded
+    states = engine.encode_images(px)
+    itm = engine.itm(states[:1].expand(2, -1, -1), web[0])
+    for c, p in zip(out[0][:2], itm.tolist()):
+        assert c.itm == pytest.approx(p, abs=1e-5) and c.kept == (p >= 0.5)
+    only_web = run(blip_tasks.capfilt(r, px, web, params=params, num_synthetic=0))
+    assert [[c.text for c in per] for per in only_web] == [web[0], []]

@@ -18,7 +18,7 @@ from .routes import router
 
 log = logging.getLogger("vlserve.api")
 REQUEST_SCHEMAS = (schemas.CaptionRequest, schemas.EmbeddingsRequest, schemas.ScoreRequest, schemas.RankRequest,
-                   schemas.VqaRequest)
+                   schemas.VqaRequest, schemas.CapfiltRequest)
 
 
 def create_app(settings: Settings | None = None, gateway: Gateway | None = None) -> FastAPI:

@@ -11,9 +11,10 @@ from ..errors import InvalidInputError
 from ..tasks import blip_tasks
 from .gateway import Gateway
 from .inputs import check_texts, images_of, read_request
-from .schemas import (AnswerOut, CaptionOut, CaptionRequest, CaptionResponse, EmbeddingsRequest,
-                      EmbeddingsResponse, ErrorResponse, RankedAnswerOut, RankedOut, RankRequest, RankResponse,
-                      ScoreRequest, ScoreResponse, Usage, VqaRequest, VqaResponse)
+from .schemas import (AnswerOut, CapfiltRequest, CapfiltResponse, CaptionOut, CaptionRequest, CaptionResponse,
+                      EmbeddingsRequest, EmbeddingsResponse, ErrorResponse, FilteredCaptionOut, RankedAnswerOut,
+                      RankedOut, RankRequest, RankResponse, ScoreRequest, ScoreResponse, Usage, VqaRequest,
+                      VqaResponse)
 
 router = APIRouter(prefix="/v1")
 ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 415, 422, 503, 504)}
@@ -160,3 +161,27 @@ async def vqa(request: Request):
             for a in answers])
 
     return await gw.run(request, "vqa", body.model, body.timeout_s, work)
+
+
+@router.post("/capfilt", response_model=CapfiltResponse, responses=ERRORS, openapi_extra=_doc(CapfiltRequest),
+             summary="BLIP's CapFilt: sample synthetic captions, keep the captions ITM says match")
+async def capfilt(request: Request):
+    gw = _gateway(request)
+    body, uploads = await read_request(request, CapfiltRequest, gw.settings)
+    for i, texts in enumerate(body.texts or []):
+        check_texts(texts, gw.settings, f"texts[{i}]")
+
+    async def work(model, runner):
+        fields = {"max_new_tokens": body.max_new_tokens, "min_new_tokens": body.min_new_tokens, "seed": body.seed,
+                  "top_p": body.top_p}
+        # BLIP samples its synthetic captions with nucleus sampling (top-p 0.9)
+        base = model.caption_defaults.replace(do_sample=True, top_p=0.9, top_k=0, num_beams=1)
+        params = _generation(gw, base, fields)
+        pixels = await _pixels(gw, model, body.images, uploads)
+        results = await blip_tasks.capfilt(runner, pixels, body.texts, params=params,
+                                           num_synthetic=body.num_synthetic, threshold=body.threshold)
+        return CapfiltResponse(model=model.name, results=[
+            [FilteredCaptionOut(text=c.text, source=c.source, itm=c.itm, kept=c.kept) for c in per]
+            for per in results])
+
+    return await gw.run(request, "capfilt", body.model, body.timeout_s, work)

@@ -140,6 +140,31 @@ class VqaResponse(BaseModel):
     answers: list[AnswerOut]
 
 
+class CapfiltRequest(_Request):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"images": [TINY_PNG], "texts": [["a photo from my holiday", "a small red circle"]], "num_synthetic": 2}]})
+    images: list[ImageRef] = Field(min_length=1)
+    texts: list[list[str]] | None = Field(None, description="web captions to filter, one list per image")
+    num_synthetic: int = Field(1, ge=0, description="captions the captioner samples per image")
+    threshold: float = Field(0.5, ge=0, le=1, description="ITM probability a caption needs to be kept")
+    max_new_tokens: int | None = Field(None, ge=1)
+    min_new_tokens: int | None = Field(None, ge=0)
+    top_p: float | None = Field(None, gt=0, le=1)
+    seed: int | None = None
+
+
+class FilteredCaptionOut(BaseModel):
+    text: str
+    source: Literal["web", "synthetic"]
+    itm: float
+    kept: bool
+
+
+class CapfiltResponse(BaseModel):
+    model: str
+    results: list[list[FilteredCaptionOut]]
+
+
 class ModelInfo(BaseModel):
     name: str
     family: str

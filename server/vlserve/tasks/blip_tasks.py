@@ -5,6 +5,8 @@ embed      vision (+ vision_proj) / text (+ text_proj)
 score      ITC cosine matrix and/or ITM match probabilities for every image x text pair
 rank       ITC shortlist of k_itc, then ITM re-rank (BLIP's retrieval protocol)
 vqa        vision -> fusion (question) -> decoder (generate, or rank given candidates)
+capfilt    BLIP's data bootstrapping: the captioner samples synthetic captions, the ITM filter
+           keeps the web and synthetic captions that match the image
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import torch
 
 from ..engine.generation.params import GenerationParams
 from ..errors import InvalidInputError
-from .results import Answer, Caption, Ranked, RankedAnswer
+from .results import Answer, Caption, FilteredCaption, Ranked, RankedAnswer
 
 
 def _as_list(value, n: int, param: str) -> list:
@@ -143,3 +145,38 @@ async def vqa(runner, pixels: torch.Tensor, questions: list[str], *, params: Gen
                                 [bos] * len(q_lengths), [params] * len(q_lengths))
     results = await runner.generate(groups)
     return [Answer(engine.decode_text(h[0].tokens), h[0].tokens, h[0].logprob) for h in results]
+
+
+async def capfilt(runner, pixels: torch.Tensor, web_texts: list[list[str]] | None = None, *,
+                  params: GenerationParams, num_synthetic: int = 1,
+                  threshold: float = 0.5) -> list[list[FilteredCaption]]:
+    """Per image: its web captions and `num_synthetic` sampled ones, each with the
+    filter's ITM probability and whether it passes `threshold`."""
+    engine = runner.engine
+    engine.require("caption")
+    engine.require("itm")
+    n = pixels.shape[0]
+    web = [list(t) for t in web_texts] if web_texts is not None else [[] for _ in range(n)]
+    if len(web) != n:
+        raise InvalidInputError(f"texts must hold one list per image ({n})", param="texts")
+    if not 0.0 <= threshold <= 1.0:
+        raise InvalidInputError("threshold must be between 0 and 1", param="threshold")
+    for i, texts in enumerate(web):
+        if texts:
+            engine.tokenizer.validate(texts, f"texts[{i}]")
+    states = await runner.encode_images(pixels)
+    synthetic = [[] for _ in range(n)]
+    if num_synthetic > 0:
+        params = params.replace(num_return=num_synthetic).validate()
+        prompt = engine.tokenizer.encode_prompt(engine.default_prompt)
+        groups = engine.make_groups(list(states), [states.shape[1]] * n, [prompt] * n, [params] * n)
+        synthetic = [[engine.decode_text(h.tokens) for h in hyps] for hyps in await runner.generate(groups)]
+    candidates = [[(t, "web") for t in w] + [(t, "synthetic") for t in s if t] for w, s in zip(web, synthetic)]
+    rows = [i for i, cands in enumerate(candidates) for _ in cands]
+    probs = (await runner.itm(states[rows], [t for cands in candidates for t, _ in cands])).tolist() if rows else []
+    out, k = [], 0
+    for cands in candidates:
+        scored = [FilteredCaption(t, src, p, p >= threshold) for (t, src), p in zip(cands, probs[k:k + len(cands)])]
+        out.append(scored)
+        k += len(cands)
+    return out

@@ -31,3 +31,11 @@ class Answer:
     tokens: list[int]
     logprob: float
     ranked: list[RankedAnswer] | None = field(default=None)
+
+
+@dataclass(frozen=True)
+class FilteredCaption:
+    text: str
+    source: str  # "web" (given) or "synthetic" (sampled by the captioner)
+    itm: float  # the filter's match probability
+    kept: bool

@@ -62,6 +62,8 @@ class Components:
             tasks.remove("caption")
         if "vqa" in tasks and "answer" not in self.decoder_roles:
             tasks.remove("vqa")
+        if "caption" in tasks and "itm" in tasks:
+            tasks.append("capfilt")  # BLIP's captioner + filter
         return tuple(tasks)
 
 
