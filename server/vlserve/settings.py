@@ -8,6 +8,7 @@ model.toml; the settings below are the server-wide defaults they fall back to.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -40,6 +41,14 @@ class Settings(BaseSettings):
     max_queue_delay_ms: float = Field(5.0, ge=0, description="how long a batch waits to fill")
     max_queue_size: int = Field(512, ge=1, description="examples queued per graph before 503")
     max_decode_rows: int = Field(64, ge=1, description="sequences (beams included) decoded together")
+
+    # ONNX Runtime, for the graphs a model.toml puts on runtime "onnx"
+    ort_providers: str = Field("auto", description="auto (TensorRT/CUDA with onnxruntime-gpu on a CUDA device, "
+                               "else CPU) or a list in order of preference: tensorrt,cuda,cpu")
+    ort_intra_op_threads: int = Field(0, ge=0, description="threads per ONNX graph; 0 = one per physical core")
+    ort_optimization: Literal["disable", "basic", "extended", "all"] = "all"
+    ort_spinning: bool = Field(False, description="let idle ONNX Runtime threads spin (faster alone, "
+                                                  "slower beside the torch decoder)")
 
     # request limits
     request_timeout_s: float = Field(60.0, gt=0, description="default deadline; a request may only shorten it")

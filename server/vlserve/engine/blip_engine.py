@@ -22,6 +22,7 @@ from .generation.groups import Hypothesis, make_group
 from .generation.loop import generate
 from .generation.params import GenerationParams
 from .images import DEFAULT_MAX_PIXELS, ImageProcessor, decode_image
+from .onnx.runtime import OrtOptions
 from .tokenizer import BlipTokenizer
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
@@ -49,6 +50,11 @@ class EngineOptions:
     # decoder cross-attention: "cached" keys/values or "absorbed" into the query (models/blip/cross.py);
     # auto: absorbed on the CPU (fewer FLOPs for short outputs), cached on CUDA (the Triton kernels' layout)
     cross_attention: str = "auto"
+    # encoder graphs (vision, text, fusion) run by ONNX Runtime instead of torch; ones the
+    # checkpoint lacks are ignored. The decoder stays on torch (KV cache, continuous batching).
+    onnx_graphs: tuple[str, ...] = ()
+    onnx_dir: str | None = None  # None: <model folder>/onnx; relative paths are under the model folder
+    ort: OrtOptions = OrtOptions()
 
 
 class BlipEngine:
@@ -80,6 +86,17 @@ class BlipEngine:
         self.fusion_first_id = self.tokenizer.enc_id if first == "[ENC]" else self.tokenizer.cls_id
         prompt = options.default_prompt
         self.default_prompt = prompt if prompt is not None else ("a picture of " if self.origin == "original" else "")
+        self.onnx = None
+        if options.onnx_graphs:
+            from .onnx.encoders import OnnxEncoders
+
+            out = self.folder / (options.onnx_dir or "onnx")
+            self.onnx = OnnxEncoders(self.model, self.folder, options.onnx_graphs, out, self.device, self.dtype,
+                                     options.ort)
+
+    def runtime(self, graph: str) -> str:
+        """Which runtime runs a graph: "onnx" or "torch"."""
+        return "onnx" if self.onnx is not None and graph in self.onnx else "torch"
 
     # -- what this checkpoint serves ------------------------------------------------------
 
@@ -120,7 +137,10 @@ class BlipEngine:
     @torch.inference_mode()
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
         """`vision`: (B, 3, S, S) -> (B, 1 + N, Dv) on the engine's device."""
-        return self.model.encode_images(pixels.to(self.device, self.dtype))
+        pixels = pixels.to(self.device, self.dtype)
+        if self.runtime("vision") == "onnx":
+            return self.onnx.vision(pixels).to(self.device)
+        return self.model.encode_images(pixels)
 
     @torch.inference_mode()
     def image_embeddings(self, states: torch.Tensor) -> torch.Tensor:
@@ -130,20 +150,28 @@ class BlipEngine:
     def text_embeddings(self, texts: list[str]) -> torch.Tensor:
         """`text`: normalised ITC embeddings (B, E) float32."""
         ids, mask = self.tokenizer.encode_batch(texts)
+        if self.runtime("text") == "onnx":
+            return self.onnx.text(ids, mask).to(self.device).float()
         return self.model.text_embeddings(ids.to(self.device), mask.to(self.device)).float()
 
     @torch.inference_mode()
     def itm(self, states: torch.Tensor, texts: list[str]) -> torch.Tensor:
         """`fusion` + ITM head: match probability (B,) for pairs (states[i], texts[i])."""
         ids, mask = self.tokenizer.encode_batch(texts, first_token=self.fusion_first_id)
-        logits = self.model.itm_logits(states, ids.to(self.device), mask.to(self.device))
+        if self.runtime("fusion") == "onnx":
+            logits = self.onnx.fusion(states, ids, mask)[1].to(self.device)
+        else:
+            logits = self.model.itm_logits(states, ids.to(self.device), mask.to(self.device))
         return logits.float().softmax(dim=-1)[:, 1]
 
     @torch.inference_mode()
     def encode_questions(self, states: torch.Tensor, questions: list[str]):
         """`fusion`: question states (B, Lq, Dt) grounded in the images, and their lengths."""
         ids, mask = self.tokenizer.encode_batch(questions, first_token=self.fusion_first_id, param="questions")
-        hidden = self.model.fuse(states, ids.to(self.device), mask.to(self.device))
+        if self.runtime("fusion") == "onnx":
+            hidden = self.onnx.fusion(states, ids, mask)[0].to(self.device)
+        else:
+            hidden = self.model.fuse(states, ids.to(self.device), mask.to(self.device))
         return hidden, mask.sum(dim=1).tolist()
 
     def check_length(self, prompt_len: int, params: GenerationParams, param: str = "max_new_tokens") -> None:

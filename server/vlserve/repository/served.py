@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from ..engine.blip_engine import BlipEngine, EngineOptions
 from ..engine.generation.params import GenerationParams
+from ..engine.onnx.runtime import OrtOptions
 from ..errors import CheckpointError, NotReadyError, UnsupportedTaskError
 from ..scheduling.runner import ScheduledRunner
 from ..scheduling.worker import DeviceWorker, Limits
@@ -38,10 +39,15 @@ class ServedModel:
         start = time.monotonic()
         spec = self.spec
         try:
+            b = spec.batching
+            ort = OrtOptions(providers=settings.ort_providers, intra_op_threads=settings.ort_intra_op_threads,
+                             optimization=settings.ort_optimization, spinning=settings.ort_spinning,
+                             max_batch=max(b.max_batch_size or settings.max_batch_size, settings.max_images))
             engine = BlipEngine(spec.folder, EngineOptions(
                 device=spec.resolved_device(settings), dtype=spec.dtype or settings.dtype,
                 attention=spec.attention or settings.attention, fusion_first_token=spec.fusion_first_token,
-                default_prompt=spec.prompt, max_pixels=settings.max_pixels, cross_attention=spec.cross_attention))
+                default_prompt=spec.prompt, max_pixels=settings.max_pixels, cross_attention=spec.cross_attention,
+                onnx_graphs=spec.onnx_graphs(), onnx_dir=spec.onnx_dir, ort=ort))
             tasks = engine.tasks
             if spec.tasks is not None:
                 extra = sorted(set(spec.tasks) - set(tasks))
@@ -52,7 +58,6 @@ class ServedModel:
             self.caption_defaults = GenerationParams().replace(**spec.generation.caption.model_dump()).validate()
             self.vqa_defaults = GenerationParams(max_new_tokens=10).replace(
                 **spec.generation.vqa.model_dump()).validate()
-            b = spec.batching
             limits = Limits(max_batch_size=b.max_batch_size or settings.max_batch_size,
                             max_queue_delay_ms=b.max_queue_delay_ms if b.max_queue_delay_ms is not None
                             else settings.max_queue_delay_ms,
@@ -63,8 +68,9 @@ class ServedModel:
             self.load_seconds = time.monotonic() - start
             self.state = "ready"
             metrics.model_loaded(self.name, self.load_seconds)
-            log.info("loaded %s from %s in %.1fs: tasks %s on %s/%s", self.name, spec.folder, self.load_seconds,
-                     ", ".join(tasks), engine.device, engine.dtype)
+            log.info("loaded %s from %s in %.1fs: tasks %s on %s/%s; runtimes %s", self.name, spec.folder,
+                     self.load_seconds, ", ".join(tasks), engine.device, engine.dtype,
+                     ", ".join(f"{g}={engine.runtime(g)}" for g in engine.graphs))
         except Exception as exc:  # one broken folder must not take the server down
             self.state, self.error = "failed", f"{type(exc).__name__}: {exc}"
             detail = "" if isinstance(exc, CheckpointError) else "\n" + traceback.format_exc()

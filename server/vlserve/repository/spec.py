@@ -11,6 +11,11 @@ defaults: its name is the folder's name, everything else follows the server sett
     cross_attention = "auto"            # auto | cached | absorbed
     fusion_first_token = "[CLS]"        # ITM / question first token (default: by checkpoint origin)
     prompt = ""                         # default caption prompt
+    runtime = "onnx"                    # torch | onnx, for every encoder graph the weights hold
+    [runtime]                           # ... or, instead of the line above, per graph:
+    vision = "onnx"                     # torch | onnx; likewise text and fusion (the decoder is torch only)
+    onnx_dir = "onnx"                   # the ONNX files, under the model folder unless absolute;
+                                        # exported on first load when absent or stale
     [batching]
     max_batch_size = 32
     max_queue_delay_ms = 5
@@ -64,6 +69,17 @@ class Generation(_Strict):
     vqa: GenerationDefaults = GenerationDefaults()
 
 
+Runtime = Literal["torch", "onnx"]
+
+
+class GraphRuntimes(_Strict):
+    vision: Runtime = "torch"
+    text: Runtime = "torch"
+    fusion: Runtime = "torch"
+    decoder: Literal["torch"] = "torch"  # its KV cache and continuous batching live in torch
+    onnx_dir: str | None = None
+
+
 class Vqa(_Strict):
     answers: list[str] = []
 
@@ -79,6 +95,7 @@ class ModelSpec(_Strict):
     cross_attention: Literal["auto", "cached", "absorbed"] = "auto"
     fusion_first_token: Literal["[CLS]", "[ENC]"] | None = None
     prompt: str | None = None
+    runtime: Runtime | GraphRuntimes = "torch"
     batching: Batching = Batching()
     generation: Generation = Generation()
     vqa: Vqa = Vqa()
@@ -98,6 +115,17 @@ class ModelSpec(_Strict):
         except ValidationError as exc:
             problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
             raise CheckpointError(f"{path}: {problems}") from exc
+
+    def onnx_graphs(self) -> tuple[str, ...]:
+        """Encoder graphs on ONNX Runtime (the engine skips those the weights lack)."""
+        r = self.runtime
+        if isinstance(r, str):
+            return ("vision", "text", "fusion") if r == "onnx" else ()
+        return tuple(g for g in ("vision", "text", "fusion") if getattr(r, g) == "onnx")
+
+    @property
+    def onnx_dir(self) -> str | None:
+        return None if isinstance(self.runtime, str) else self.runtime.onnx_dir
 
     def resolved_device(self, settings: Settings) -> str:
         device = self.device or settings.device
