@@ -85,3 +85,17 @@ def test_only_encoder_graphs_run_on_onnx(tmp_path):
     folder = make_folder(tmp_path / "m")
     with pytest.raises(ValueError, match="decoder"):
         BlipEngine(folder, EngineOptions(onnx_graphs=("vision", "decoder")))
+
+
+def test_fusion_without_itm_head_exports_hidden_states_only(tmp_path):
+    """BLIP's VQA checkpoints hold the fusion encoder but no ITM head."""
+    from tests.helpers.own_blip import tiny_config
+    from tests.helpers.tiny_blip import randomize
+    from vlserve.models.blip.model import Blip, Components
+
+    model = Blip(tiny_config(), Components(text_encoder=True, text_encoder_cross=True)).eval()
+    randomize(model, 3)
+    report = export.export_graph(model, "fusion", tmp_path / "fusion.onnx")
+    assert report["max_abs_diff"] < 1e-4
+    session = ort.InferenceSession(str(tmp_path / "fusion.onnx"), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == ["hidden"]
