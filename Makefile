@@ -7,10 +7,11 @@ TORCH_SPEC ?= torch==2.13.0
 
 .PHONY: install test serve bench clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml clients/python/pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
 	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e './clients/python[all]'
 	touch $@
 
 install: $(VENV)/.installed
