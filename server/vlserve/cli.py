@@ -67,9 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level")
     p.set_defaults(run=_serve)
 
+    from .engine.onnx.command import register as register_export_onnx
     from .shapes.command import register as register_shapes
 
     register_shapes(sub)
+    register_export_onnx(sub)
 
     p = sub.add_parser("caption", help="caption images")
     _add_model_args(p)
