@@ -98,6 +98,7 @@ class ModelInfo(BaseModel):
     dtype: str | None = None
     attention: str | None = None
     cross_attention: str | None = None
+    runtimes: dict[str, str] | None = None
     load_seconds: float | None = None
 
 

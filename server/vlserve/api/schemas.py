@@ -176,6 +176,7 @@ class ModelInfo(BaseModel):
     dtype: str | None = None
     attention: str | None = None
     cross_attention: str | None = None
+    runtimes: dict[str, str] | None = Field(None, description="per graph: torch or onnx")
     load_seconds: float | None = None
 
 

@@ -96,6 +96,7 @@ class ServedModel:
             "dtype": str(engine.dtype).removeprefix("torch.") if engine else self.spec.dtype,
             "attention": engine.backend.name if engine else self.spec.attention,
             "cross_attention": engine.cross_mode if engine else self.spec.cross_attention,
+            "runtimes": {g: engine.runtime(g) for g in engine.graphs} if engine else None,
             "load_seconds": self.load_seconds,
         }
 
