@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from common import machine, random_blip_folder, save, timed
+from common import interleaved, machine, random_blip_folder, save
 
 from vlserve.engine.blip_engine import BlipEngine, EngineOptions
 from vlserve.engine.generation.params import GenerationParams
@@ -42,6 +42,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--attention", default="auto")
+    ap.add_argument("--cross", default="auto", help="decoder cross-attention: auto | cached | absorbed")
     ap.add_argument("--folder", default=None)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
@@ -49,7 +50,8 @@ def main():
     folder = Path(args.folder or Path(tempfile.gettempdir()) / f"vlserve-bench-caption-{args.arch}")
     random_blip_folder(folder, args.arch, Components(text_decoder=True))
 
-    eng = BlipEngine(folder, EngineOptions(device=args.device, dtype=args.dtype, attention=args.attention))
+    eng = BlipEngine(folder, EngineOptions(device=args.device, dtype=args.dtype, attention=args.attention,
+                                           cross_attention=args.cross))
     size = eng.model.config.vision.image_size
     pixels = torch.randn(args.batch, 3, size, size)
     params = GenerationParams(max_new_tokens=args.tokens, min_new_tokens=args.tokens, num_beams=args.beams)
@@ -81,19 +83,22 @@ def main():
         hf.vision_model(pixel_values=hf_pixels)
         sync(args.device)
 
+    t = interleaved({"vlserve": ours_total, "transformers": hf_total}, args.repeats)
+    v = interleaved({"vlserve": ours_vision, "transformers": hf_vision}, args.repeats)
     results = {}
-    for name, total, vision in (("vlserve", ours_total, ours_vision), ("transformers", hf_total, hf_vision)):
-        t = timed(total, args.repeats)
-        v = timed(vision, args.repeats)
-        results[name] = {
-            "total_s": t["median_s"], "vision_s": v["median_s"], "decode_s": t["median_s"] - v["median_s"],
-            "images_per_s": args.batch / t["median_s"], "total_runs": t["runs"], "vision_runs": v["runs"]}
+    for name in ("vlserve", "transformers"):
+        total, vision = t[name]["median_s"], v[name]["median_s"]
+        results[name] = {"total_s": total, "vision_s": vision, "decode_s": total - vision,
+                         "images_per_s": args.batch / total, "total_runs": t[name]["runs"],
+                         "vision_runs": v[name]["runs"]}
     o, h = results["vlserve"], results["transformers"]
     ratios = {"end_to_end": h["total_s"] / o["total_s"], "vision": h["vision_s"] / o["vision_s"],
               "decode": h["decode_s"] / o["decode_s"]}
     payload = {"benchmark": "caption", "config": vars(args), "attention_backend": eng.backend.name,
+               "cross_attention": eng.cross_mode,
                "machine": machine(), "results": results, "speedup_vs_transformers": ratios}
-    path = save(f"caption-{args.arch}-{args.device}-{args.dtype}-b{args.batch}-beams{args.beams}", payload, args.out)
+    path = save(f"caption-{args.arch}-{args.device}-{args.dtype}-b{args.batch}-beams{args.beams}-{eng.cross_mode}",
+                payload, args.out)
     print(f"{'':14}{'images/s':>10}{'total s':>10}{'vision s':>10}{'decode s':>10}")
     for name, r in results.items():
         print(f"{name:14}{r['images_per_s']:10.2f}{r['total_s']:10.3f}{r['vision_s']:10.3f}{r['decode_s']:10.3f}")

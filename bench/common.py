@@ -44,15 +44,19 @@ def random_blip_folder(folder: Path, arch: str, components: Components, seed: in
     return folder
 
 
-def timed(fn, repeats: int, warmup: int = 1) -> dict:
-    for _ in range(warmup):
-        fn()
-    times = []
+def interleaved(fns: dict, repeats: int, warmup: int = 1) -> dict:
+    """Time several functions in turn, round after round, so that a noisy neighbour on a
+    shared machine slows all of them alike; returns {name: {median_s, min_s, runs}}."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    runs = {name: [] for name in fns}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return {"median_s": statistics.median(times), "min_s": min(times), "runs": times}
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            runs[name].append(time.perf_counter() - t0)
+    return {name: {"median_s": statistics.median(t), "min_s": min(t), "runs": t} for name, t in runs.items()}
 
 
 def machine() -> dict:

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from common import machine, random_blip_folder, save, timed
+from common import interleaved, machine, random_blip_folder, save
 
 from vlserve.engine.blip_engine import BlipEngine, EngineOptions
 from vlserve.models.blip.model import Components
@@ -75,7 +75,8 @@ def main():
     }
     results = {}
     for name, (ours, theirs) in cases.items():
-        o, t = timed(ours, args.repeats), timed(theirs, args.repeats)
+        both = interleaved({"vlserve": ours, "transformers": theirs}, args.repeats)
+        o, t = both["vlserve"], both["transformers"]
         results[name] = {"vlserve_s": o["median_s"], "transformers_s": t["median_s"],
                          "vlserve_per_s": args.batch / o["median_s"], "transformers_per_s": args.batch / t["median_s"],
                          "speedup": t["median_s"] / o["median_s"]}
