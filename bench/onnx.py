@@ -22,13 +22,12 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE] + [str(H
 import argparse  # noqa: E402
 import dataclasses  # noqa: E402
 import os  # noqa: E402
-import statistics  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from common import ROOT, machine, random_blip_folder, save  # noqa: E402
+from common import ROOT, interleaved, machine, random_blip_folder, save  # noqa: E402
 
 from vlserve.engine.blip_engine import BlipEngine, EngineOptions  # noqa: E402
 from vlserve.engine.blip_saver import save_blip  # noqa: E402
@@ -59,20 +58,6 @@ def quick_folder(folder: Path) -> Path:
     save_blip(model, folder)
     wordpiece_tokenizer([f"w{i}" for i in range(200)]).save(str(folder / "tokenizer.json"))
     return folder
-
-
-def interleaved(fns: dict, repeats: int) -> dict[str, float]:
-    """Median seconds per call; one warm-up each, then the runners take turns, so background load
-    falls on all of them alike."""
-    for fn in fns.values():
-        fn()
-    runs = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            runs[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(t) for name, t in runs.items()}
 
 
 def quantize(src: Path, dst: Path) -> Path:
@@ -176,7 +161,7 @@ def main():
         }
         for graph, fns in runners.items():
             with torch.inference_mode():
-                seconds = interleaved(fns, args.repeats)
+                seconds = {n: t["median_s"] for n, t in interleaved(fns, args.repeats).items()}
                 outputs[(graph, batch)] = {n: fn() for n, fn in fns.items()}
             per_s = {n: batch / s for n, s in seconds.items()}
             results.setdefault(graph, {})[f"b{batch}"] = {
