@@ -1,0 +1,75 @@
+"""`vlserve serve` with no arguments serves the shipped blip-toy, and over HTTP it gets held-out
+shapes-world scenes right: captions, retrieval and VQA, each scored over a batch against a
+threshold (never one lucky example). Scenes come from seed 11; training draws seeds >= 1,000,000."""
+
+import base64
+import io
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.server_process import ServerProcess
+from vlserve.shapes import generate, render
+
+MODEL = Path(__file__).resolve().parents[2] / "model_repo" / "blip-toy"
+N = 24
+
+pytestmark = pytest.mark.skipif(not (MODEL / "model.safetensors").is_file(),
+                                reason="model_repo/blip-toy has no trained weights yet")
+
+
+def b64(img) -> str:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+@pytest.fixture(scope="module")
+def world():
+    scenes = generate(N, seed=11)
+    return [s for s, _ in scenes], [qas for _, qas in scenes], [b64(render(s)) for s, _ in scenes]
+
+
+@pytest.fixture(scope="module")
+def server():
+    with ServerProcess() as srv:  # no --model-repo: the default repository
+        yield srv
+
+
+def post(server, route: str, body: dict) -> dict:
+    r = httpx.post(server.url + route, json=body, timeout=120)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_default_repository_is_blip_toy(server):
+    models = httpx.get(server.url + "/v1/models", timeout=10).json()["models"]
+    toy = [m for m in models if m["name"] == "blip-toy"]
+    assert toy and set(toy[0]["tasks"]) >= {"caption", "embed", "itm", "vqa"}
+
+
+def test_captions_over_http(server, world):
+    scenes, _, images = world
+    out = post(server, "/v1/caption", {"images": images})
+    got = [c[0]["text"] for c in out["captions"]]
+    hits = sum(g == s.caption for g, s in zip(got, scenes))
+    assert hits / N >= 0.75, list(zip(got, [s.caption for s in scenes]))
+
+
+def test_retrieval_ranks_the_true_caption_first(server, world):
+    scenes, _, images = world
+    captions = sorted({s.caption for s in scenes})
+    hits = 0
+    for image, scene in zip(images[:12], scenes):
+        out = post(server, "/v1/retrieval/rank", {"query_image": image, "candidate_texts": captions, "top_k": 1})
+        hits += captions[out["results"][0]["index"]] == scene.caption
+    assert hits >= 10
+
+
+def test_vqa_over_http(server, world):
+    _, qas, images = world
+    pairs = [(images[i], q) for i in range(12) for q in qas[i]]
+    out = post(server, "/v1/vqa", {"images": [im for im, _ in pairs], "questions": [q.question for _, q in pairs]})
+    hits = sum(a["text"] == q.answer for a, (_, q) in zip(out["answers"], pairs))
+    assert hits / len(pairs) >= 0.8, [(a["text"], q.question, q.answer) for a, (_, q) in zip(out["answers"], pairs)]
