@@ -3,32 +3,22 @@ shapes-world scenes right: captions, retrieval and VQA, each scored over a batch
 threshold (never one lucky example). Scenes come from seed 11; training draws seeds >= 1,000,000."""
 
 import base64
-import io
-from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.e2e.server_process import ServerProcess
-from vlserve.shapes import generate, render
+from tests.helpers.blip_toy import held_out_world, needs_weights
 
-MODEL = Path(__file__).resolve().parents[2] / "model_repo" / "blip-toy"
 N = 24
 
-pytestmark = pytest.mark.skipif(not (MODEL / "model.safetensors").is_file(),
-                                reason="model_repo/blip-toy has no trained weights yet")
-
-
-def b64(img) -> str:
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return base64.b64encode(buf.getvalue()).decode()
+pytestmark = needs_weights
 
 
 @pytest.fixture(scope="module")
 def world():
-    scenes = generate(N, seed=11)
-    return [s for s, _ in scenes], [qas for _, qas in scenes], [b64(render(s)) for s, _ in scenes]
+    scenes, pngs = held_out_world(N, seed=11)
+    return [s for s, _ in scenes], [qas for _, qas in scenes], [base64.b64encode(p).decode() for p in pngs]
 
 
 @pytest.fixture(scope="module")

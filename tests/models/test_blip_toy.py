@@ -4,27 +4,18 @@ Scenes come from seed 7 (training draws seeds >= 1,000,000) and travel as PNG by
 client's images do. Each test scores a batch against a threshold, never one example.
 """
 
-import io
 import tomllib
-from pathlib import Path
 
 import pytest
 import torch
 
+from tests.helpers.blip_toy import MODEL, held_out_world, needs_weights
 from vlserve import load_model
-from vlserve.shapes import ANSWERS, QUESTION_TYPES, generate, render, swap_colors
+from vlserve.shapes import ANSWERS, QUESTION_TYPES, swap_colors
 
-MODEL = Path(__file__).resolve().parents[2] / "model_repo" / "blip-toy"
 N = 48
 
-pytestmark = pytest.mark.skipif(not (MODEL / "model.safetensors").is_file(),
-                                reason="model_repo/blip-toy has no trained weights yet")
-
-
-def png(img) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
+pytestmark = needs_weights
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +25,7 @@ def toy():
 
 @pytest.fixture(scope="module")
 def world():
-    scenes = generate(N, seed=7)
-    return scenes, [png(render(s)) for s, _ in scenes]
+    return held_out_world(N, seed=7)
 
 
 def test_folder_serves_every_task_from_one_checkpoint(toy):

@@ -5,27 +5,16 @@ embeddings and ITM probabilities within 1e-4 absolute; greedy captions and VQA a
 identical for every scene (a trained model's margins dwarf the ~1e-6 state differences).
 """
 
-import io
-from pathlib import Path
-
 import pytest
 import torch
 
+from tests.helpers.blip_toy import MODEL, held_out_world, needs_weights
 from vlserve import Pipeline
 from vlserve.engine.blip_engine import BlipEngine, EngineOptions
-from vlserve.shapes import generate, render
 
-MODEL = Path(__file__).resolve().parents[2] / "model_repo" / "blip-toy"
 N = 16
 
-pytestmark = pytest.mark.skipif(not (MODEL / "model.safetensors").is_file(),
-                                reason="model_repo/blip-toy has no trained weights yet")
-
-
-def png(img) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
+pytestmark = needs_weights
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +26,7 @@ def toy(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def world():
-    scenes = generate(N, seed=7)
-    return scenes, [png(render(s)) for s, _ in scenes]
+    return held_out_world(N, seed=7)
 
 
 def test_embeddings_and_itm(toy, world):
