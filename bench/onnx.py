@@ -88,7 +88,7 @@ def toy_caption_agreement(int8_dir: Path, threads: int) -> dict:
     int8 = quantize(int8_dir / file_name("vision", "float32"), int8_dir / "vision-int8.onnx")
     onnx.onnx.sessions["vision"] = OrtGraph(int8, graph_spec(onnx.model, "vision"), onnx.device, ort)
     images = []
-    for scene, _ in generate(32, seed=7):
+    for scene, _ in generate(200, seed=7):
         buf = io.BytesIO()
         render(scene).save(buf, format="PNG")
         images.append(buf.getvalue())
@@ -105,8 +105,17 @@ def main():
     ap.add_argument("--text-len", type=int, default=24, help="words per text")
     ap.add_argument("--int8", action="store_true", help="also dynamic int8 quantisation, with its accuracy cost")
     ap.add_argument("--quick", action="store_true", help="tiny model, one repeat: proves the script runs")
+    ap.add_argument("--toy-agreement", action="store_true",
+                    help="only int8 vision vs torch: greedy caption agreement on the trained blip-toy")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
+    if args.toy_agreement:
+        torch.set_num_threads(args.threads)
+        payload = {"benchmark": "onnx-int8-blip-toy", "machine": machine(),
+                   "blip_toy_captions": toy_caption_agreement(Path(tempfile.mkdtemp()), args.threads)}
+        print(payload["blip_toy_captions"])
+        print(f"-> {save('onnx-int8-blip-toy-agreement', payload, args.out)}")
+        return
     if args.quick:
         args.repeats = 1
     torch.set_num_threads(args.threads)
