@@ -65,6 +65,9 @@ def test_temperature_scales_logits():
     dict(num_beams=17), dict(temperature=float("nan")), dict(temperature=0.0), dict(top_p=0.0),
     dict(top_k=-1), dict(repetition_penalty=0), dict(num_beams=3, do_sample=True),
     dict(num_return=2), dict(num_beams=2, num_return=3), dict(length_penalty=float("inf")),
+    # values that pass a naive "> 0" check but overflow a step (issue 14)
+    dict(do_sample=True, top_k=10**19), dict(do_sample=True, temperature=1e-46), dict(length_penalty=1e308),
+    dict(repetition_penalty=1e-46), dict(repetition_penalty=1e300), dict(seed=-10**19), dict(seed=2**64),
 ])
 def test_invalid_parameters_are_refused(bad):
     with pytest.raises(InvalidInputError) as err:

@@ -127,7 +127,7 @@ class DeviceWorker:
             if waiting + rows > self.limits.max_queue_size and waiting:
                 raise QueueFullError(f"the decoder queue is full ({waiting} sequences waiting)")
             self.inbox.append(item)
-            self.metrics.depth("decoder", waiting + rows)
+            self._decoder_depth()
             self.cond.notify()
         return item
 
@@ -213,11 +213,10 @@ class DeviceWorker:
         for item in list(self.running):
             waiting = any(g in self.decode.waiting for g in item.inputs)
             if item.cancelled or (waiting and item.expired):
-                for group in item.inputs:
-                    self.decode.drop(group)
-                self.running.remove(item)
+                self._stop_item(item)
                 if not item.cancelled:
                     item.expire()
+        self._decoder_depth()
 
     def _decode_step(self) -> None:
         start = time.monotonic()
@@ -239,7 +238,25 @@ class DeviceWorker:
                 item = group.ticket
                 if item is None or item not in self.running:
                     continue
+                if group.error is not None:  # only this request's work failed
+                    log.error("%s: a decode group failed: %r", self.name, group.error)
+                    self._stop_item(item)
+                    item.fail(group.error)
+                    continue
                 item.state.discard(item.inputs.index(group))
                 if not item.state:
                     self.running.remove(item)
                     item.resolve([g.results for g in item.inputs])
+            self._decoder_depth()
+
+    def _stop_item(self, item: Item) -> None:
+        """Under the lock: drop what is left of a generate item's groups."""
+        for group in item.inputs:
+            self.decode.drop(group)
+        self.running.remove(item)
+
+    def _decoder_depth(self) -> None:
+        """Under the lock: sequences waiting for the decoder (inbox and not yet admitted)."""
+        if self.decode is not None:
+            waiting = sum(i.size for i in self.inbox) + sum(g.max_rows for g in self.decode.waiting)
+            self.metrics.depth("decoder", waiting)

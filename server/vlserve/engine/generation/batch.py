@@ -111,8 +111,6 @@ class DecodeBatch:
                 else:
                     pool[s0:s0 + n, :lk] = t
         self.src_len[s0:s0 + n] = src_len
-        self.src_lengths += list(state_lengths)
-        self.sources += n
 
         lp = max(len(p) for p in prompts)
         ids = torch.tensor([p + [p[0]] * (lp - len(p)) for p in prompts], dtype=torch.long, device=self.device)
@@ -120,12 +118,16 @@ class DecodeBatch:
         cache = [(k[r0:r0 + n], v[r0:r0 + n]) for k, v in zip(self.k, self.v)]
         hidden = self.decoder.bert.prefill(ids, lengths, cache, cross)  # (n, Lp, Dt)
         last = hidden[torch.arange(n, device=self.device), lengths - 1]  # (n, Dt)
+        logits = self.decoder.cls(last).float()
+        # commit only now: a prefill that raised leaves the running rows and sources as they were
+        self.src_lengths += list(state_lengths)
+        self.sources += n
         self.history[r0:r0 + n, :lp] = ids
         self.cache_len[r0:r0 + n] = lengths
         self.logprob[r0:r0 + n] = 0
         self.row_lengths += [len(p) for p in prompts]
         self.rows += n
-        return self.decoder.cls(last).float()
+        return logits
 
     # -- decoding -----------------------------------------------------------------------
 

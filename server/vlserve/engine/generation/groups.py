@@ -40,9 +40,20 @@ class Group:
     done: bool = False
     results: list[Hypothesis] = field(default_factory=list)
     ticket: object = None  # the scheduler's handle (a future); unused by the engine
+    error: BaseException | None = None  # set when the group failed; its rows are gone
+    restarts: int = 0  # times it was re-run from its prompt after a failed step
 
     def __post_init__(self):  # subclasses set up their own state
         pass
+
+    def fail(self, error: BaseException) -> None:
+        self.done, self.error, self.results = True, error, []
+
+    def reset(self) -> None:
+        """Back to its prompt, as if never admitted (a seeded group then repeats itself)."""
+        self.rows = self.generated = 0
+        self.done, self.results = False, []
+        self.__post_init__()
 
     @property
     def max_len(self) -> int:

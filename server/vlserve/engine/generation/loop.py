@@ -15,6 +15,8 @@ from .batch import DecodeBatch
 from .groups import BeamGroup, Group, Hypothesis, SampledGroup
 from .processors import repetition_penalty, suppress_token, warp
 
+MAX_RESTARTS = 1  # reruns of a group after a batch step failed under it
+
 
 class DecodeLoop:
     def __init__(self, decoder: TextDecoder, eos_id: int, max_rows: int | None = None, cross_mode: str = "cached"):
@@ -48,17 +50,61 @@ class DecodeLoop:
 
     @torch.inference_mode()
     def step(self) -> list[Group]:
-        """One decoding step for every running row; returns the groups that finished."""
+        """One decoding step for every running row; returns the groups that finished
+        (a group that failed is finished with `error` set, its neighbours untouched)."""
+        failed: list[Group] = []
         parts = []
         if self.groups:
-            parts.append(self.batch.step())
+            try:
+                parts.append(self.batch.step())
+            except Exception as exc:  # noqa: BLE001 - the batch is suspect: rerun its groups
+                failed += self._restart_running(exc)
         admitted = self._admit()
         if admitted:
-            parts.append(self._prefill(admitted))
-            self.groups += admitted
+            logits, admitted, bad = self._prefill_isolated(admitted)
+            failed += bad
+            if admitted:
+                parts.append(logits)
+                self.groups += admitted
         if not parts:
-            return []
-        return self._decide(torch.cat(parts) if len(parts) > 1 else parts[0])
+            return failed
+        return failed + self._decide(torch.cat(parts) if len(parts) > 1 else parts[0])
+
+    def _restart_running(self, error: BaseException) -> list[Group]:
+        """A step over the whole batch failed: no row is to blame yet, so every running
+        group goes back to its prompt, in a fresh batch, ahead of the queue. Prefill then
+        isolates a group that fails on its own; one that fails a step twice is given up."""
+        self.batch = DecodeBatch(self.batch.decoder, self.batch.cross_mode)
+        again, given_up = [], []
+        for g in self.groups:
+            if g.restarts >= MAX_RESTARTS:
+                g.fail(error)
+                given_up.append(g)
+            else:
+                g.restarts += 1
+                g.reset()
+                again.append(g)
+        self.groups = []
+        self.waiting[:0] = again
+        return given_up
+
+    def _prefill_isolated(self, groups: list[Group]):
+        """Prefill groups together; if that fails, one by one, failing only those at fault.
+        Returns (logits of the admitted rows, admitted groups, failed groups)."""
+        try:
+            return self._prefill(groups), groups, []
+        except Exception as exc:  # noqa: BLE001
+            if len(groups) == 1:
+                groups[0].fail(exc)
+                return None, [], groups
+        parts, ok, failed = [], [], []
+        for g in groups:
+            logits, admitted, bad = self._prefill_isolated([g])
+            failed += bad
+            if admitted:
+                parts.append(logits)
+                ok += admitted
+        return (torch.cat(parts) if parts else None), ok, failed
 
     def _admit(self) -> list[Group]:
         room = None if self.max_rows is None else self.max_rows - self.running_rows
@@ -86,17 +132,39 @@ class DecodeLoop:
         for g in self.groups:
             offsets.append(off)
             off += g.rows
-        choices = self._decide_sampled(logits, raw_lp, offsets)
-        for g, o in zip(self.groups, offsets):
-            if isinstance(g, BeamGroup) and not g.done:
-                choices[id(g)] = g.decide(self.batch, o, raw_lp, self.eos)
+        live = [(g, o) for g, o in zip(self.groups, offsets) if not g.done]
+        sampled = [(g, o) for g, o in live if isinstance(g, SampledGroup)]
+        choices = self._decide_sampled_isolated(logits, raw_lp, sampled)
+        for g, o in live:
+            if isinstance(g, BeamGroup):
+                try:
+                    choices[id(g)] = g.decide(self.batch, o, raw_lp, self.eos)
+                except Exception as exc:  # noqa: BLE001 - only this group's choice failed
+                    g.fail(exc)
         return self._retire(choices)
 
-    def _decide_sampled(self, logits, raw_lp, offsets) -> dict:
-        """Greedy and sampled rows of every group at once, with per-row parameters."""
-        groups = [(g, o) for g, o in zip(self.groups, offsets) if isinstance(g, SampledGroup) and not g.done]
+    def _decide_sampled_isolated(self, logits, raw_lp, groups) -> dict:
+        """Greedy and sampled groups decide in bulk; if that fails, each alone, so only a
+        group whose own choice fails is failed. Generators are rewound for the retry, so
+        a seeded neighbour draws exactly what it would have drawn."""
         if not groups:
             return {}
+        rng = [(g, g.generator.get_state()) for g, _ in groups if g.generator is not None]
+        try:
+            return self._decide_sampled(logits, raw_lp, groups)
+        except Exception as exc:  # noqa: BLE001
+            if len(groups) == 1:
+                groups[0][0].fail(exc)
+                return {}
+        for g, state in rng:
+            g.generator.set_state(state)
+        choices = {}
+        for one in groups:
+            choices.update(self._decide_sampled_isolated(logits, raw_lp, [one]))
+        return choices
+
+    def _decide_sampled(self, logits, raw_lp, groups) -> dict:
+        """Greedy and sampled rows of the given (group, offset)s at once, per-row parameters."""
         rows, owners, counts = [], [], []
         for g, o in groups:
             r = g.decision_rows(o)

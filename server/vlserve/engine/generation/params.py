@@ -9,6 +9,16 @@ from ...errors import InvalidInputError
 
 MAX_BEAMS = 16
 MAX_RETURN = 16
+# Ranges inside which a decode step cannot overflow: logits / temperature and
+# logits * repetition_penalty stay finite in fp32, gen_len ** length_penalty stays finite,
+# top_k fits the int64 tensors the warp uses, a seed fits torch.Generator.
+RANGES = {
+    "temperature": (1e-4, 1e4),
+    "repetition_penalty": (1e-4, 1e4),
+    "length_penalty": (-10.0, 10.0),
+    "top_k": (0, 1_000_000),
+    "seed": (0, 2**63 - 1),
+}
 
 
 @dataclass(frozen=True)
@@ -47,14 +57,12 @@ class GenerationParams:
             bad("num_beams", f"must be between 1 and {MAX_BEAMS}")
         if not 1 <= self.num_return <= MAX_RETURN:
             bad("num_captions", f"must be between 1 and {MAX_RETURN}")
-        if self.temperature <= 0:
-            bad("temperature", "must be > 0")
-        if self.top_k < 0:
-            bad("top_k", "must be >= 0 (0 disables it)")
+        for name, (low, high) in RANGES.items():
+            value = getattr(self, name)
+            if value is not None and not low <= value <= high:
+                bad(name, f"must be between {low} and {high}" + (" (0 disables it)" if name == "top_k" else ""))
         if not 0 < self.top_p <= 1:
             bad("top_p", "must be in (0, 1]")
-        if self.repetition_penalty <= 0:
-            bad("repetition_penalty", "must be > 0")
         if self.do_sample and self.num_beams > 1:
             bad("num_beams", "beam search with sampling is not supported; use one or the other")
         if self.num_beams > 1 and self.num_return > self.num_beams:
