@@ -9,10 +9,12 @@ VlserveError                      base; `type` is the wire name, `param` the off
 ├── ModelNotFoundError            404  no model of that name, or none serves the task
 ├── UnauthorizedError             401  missing or wrong API key
 ├── UnsupportedMediaError         415  a request body that is neither JSON nor multipart
-├── PayloadTooLargeError          413  body, image count or image bytes over the limits
+├── PayloadTooLargeError          413  body, image count, image bytes or pixels over the limits
+├── RequestTimeoutError           408  the client did not send its body in time
 ├── UnavailableError              503  (+ Retry-After) the server cannot take the work now
 │   ├── QueueFullError                 a bounded queue is full
-│   ├── NotReadyError                  the model is loading, failed to load, or the server drains
+│   ├── NotReadyError                  the model is still loading, or the server drains
+├── ModelFailedError              500  the model failed to load or its worker stopped (not retryable)
 ├── DeadlineExceededError         504  the request's deadline passed before its work ran
 └── CheckpointError               --   a model folder cannot be loaded (missing/unexpected keys, …)
 """
@@ -76,6 +78,14 @@ class QueueFullError(UnavailableError):
 
 class NotReadyError(UnavailableError):
     type = "not_ready"
+
+
+class RequestTimeoutError(VlserveError):
+    type = "request_timeout"
+
+
+class ModelFailedError(VlserveError):
+    type = "model_failed"
 
 
 class DeadlineExceededError(VlserveError):

@@ -31,7 +31,9 @@ class Metrics:
 
     def __init__(self):
         r = self.registry = CollectorRegistry()
-        self.requests = Counter("vlserve_requests", "finished requests by outcome",
+        self.received = Counter("vlserve_requests_received", "requests that arrived (answered ones are in "
+                                "vlserve_requests_total, the rest in flight)", ["task"], registry=r)
+        self.requests = Counter("vlserve_requests", "answered requests by outcome",
                                 ["model", "task", "outcome", "status"], registry=r)
         self.accepted = Counter("vlserve_requests_accepted", "requests whose work was queued",
                                 ["model", "task"], registry=r)
@@ -60,6 +62,10 @@ class Metrics:
     @_safe
     def request_accepted(self, model: str, task: str) -> None:
         self.accepted.labels(model, task).inc()
+
+    @_safe
+    def request_received(self, task: str) -> None:
+        self.received.labels(task).inc()
 
     @_safe
     def request_done(self, model: str, task: str, outcome: str, status: int, seconds: float) -> None:

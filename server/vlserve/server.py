@@ -1,6 +1,7 @@
 """Running the app under uvicorn with graceful shutdown: on SIGTERM (or SIGINT) readiness
-turns 503 at once, new requests get 503, in-flight ones get `drain_grace_s` to finish,
-then the server stops. A second signal stops it at once."""
+turns 503 at once, new requests get 503, in-flight ones get `drain_grace_s` to finish;
+those still running then are answered 503 (retry elsewhere), and the server stops. A
+second signal stops it at once."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import logging
 import uvicorn
 
 from .api.app import create_app
+from .connections import LimitedH11Protocol
 from .settings import Settings
 
 log = logging.getLogger("vlserve")
@@ -39,6 +41,8 @@ class DrainingServer(uvicorn.Server):
 def serve(settings: Settings) -> None:
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(settings)
+    protocol = LimitedH11Protocol.with_limits(settings.header_timeout_s, settings.max_connections)
+    # after the drain answered every request, uvicorn only has to close connections
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
-                            timeout_graceful_shutdown=max(1, int(settings.drain_grace_s)))
+                            http=protocol, timeout_keep_alive=settings.keep_alive_s, timeout_graceful_shutdown=5)
     DrainingServer(config, app.state.gateway).run()

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MiB = 1024 * 1024
@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     strict_readiness: bool = Field(False, description="ready only when every model loaded (else: when one did)")
     log_level: str = "info"
     api_key: SecretStr | None = Field(None, description="when set, requests need `Authorization: Bearer <key>`")
+    auth_metrics_and_docs: bool = Field(True, description="with an API key set, /metrics, /openapi.json and "
+                                        "/docs need it too (false: they stay open, e.g. for a scraper)")
 
     # model defaults (model.toml overrides)
     device: str = Field("auto", description="auto = cuda when available, else cpu")
@@ -56,6 +58,9 @@ class Settings(BaseSettings):
     max_images: int = Field(64, ge=1, description="images per request")
     max_image_bytes: int = 16 * MiB
     max_pixels: int = Field(40_000_000, ge=1, description="pixels per decoded image")
+    max_request_pixels: int = Field(100_000_000, ge=1, description="pixels of all images of one request")
+    max_decode_pixels: int = Field(120_000_000, ge=1, description="pixels being decoded at once, server-wide "
+                                   "(requests wait their turn); at least max_pixels")
     max_texts: int = Field(256, ge=1, description="texts / questions / candidates per request")
     max_text_chars: int = 4000
     max_new_tokens: int = Field(128, ge=1)
@@ -68,7 +73,28 @@ class Settings(BaseSettings):
     url_max_bytes: int = 16 * MiB
     url_timeout_s: float = 10.0
 
-    drain_grace_s: float = Field(30.0, ge=0, description="on SIGTERM, how long in-flight requests may finish")
+    # connections
+    header_timeout_s: float = Field(10.0, gt=0, description="time a client has to send a request's headers")
+    body_timeout_s: float = Field(60.0, gt=0, description="time a client has to send a request's whole body")
+    keep_alive_s: float = Field(5.0, gt=0, description="idle time before a keep-alive connection is closed")
+    max_connections: int = Field(1024, ge=1, description="open connections; more are closed at once")
+
+    drain_grace_s: float = Field(30.0, ge=0, description="on SIGTERM, how long in-flight requests may finish "
+                                 "(then they get 503)")
+
+    @field_validator("api_key")
+    @classmethod
+    def _key_not_empty(cls, key: SecretStr | None) -> SecretStr | None:
+        if key is not None and not key.get_secret_value().strip():
+            raise ValueError("VLSERVE_API_KEY is set but empty: unset it to serve without a key, or give a key")
+        return key
+
+    @model_validator(mode="after")
+    def _budgets_fit(self) -> "Settings":
+        if self.max_decode_pixels < self.max_pixels:
+            raise ValueError(f"max_decode_pixels ({self.max_decode_pixels}) must be at least max_pixels "
+                             f"({self.max_pixels}), or the largest allowed image could never be decoded")
+        return self
 
     @property
     def allowed_hosts(self) -> set[str]:

@@ -81,7 +81,7 @@ async def test_overload_rejects_fast_and_counts_balance(repo):
 async def test_queued_work_past_its_deadline_gets_504(repo):
     async with Live(Settings(model_repo=repo, max_batch_size=1, max_queue_delay_ms=0)) as live:
         slow = {"model": "toy", "images": images(1), "max_new_tokens": 40, "min_new_tokens": 40, "num_beams": 8}
-        quick = {"model": "toy", "images": images(1), "timeout_s": 0.001}
+        quick = {"model": "toy", "images": images(1), "timeout_s": 0.01}
         responses = await asyncio.gather(*(live.client.post("/v1/caption", json=slow) for _ in range(3)),
                                          live.client.post("/v1/caption", json=quick))
         assert [r.status_code for r in responses[:3]] == [200] * 3

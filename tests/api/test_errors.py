@@ -29,7 +29,7 @@ async def post(live, path, body=None, **kw):
     ("/v1/caption", {"model": "toy", "images": ["https://example.com/cat.png"]}, 400, "invalid_input", "images[0]"),
     ("/v1/caption", {"images": [IMG]}, 400, "invalid_input", "model"),  # toy and cap both caption
     ("/v1/caption", {"model": "nope", "images": [IMG]}, 404, "model_not_found", "model"),
-    ("/v1/caption", {"model": "broken", "images": [IMG]}, 503, "not_ready", "model"),
+    ("/v1/caption", {"model": "broken", "images": [IMG]}, 500, "model_failed", "model"),  # not coming back
     ("/v1/vqa", {"model": "cap", "images": [IMG], "questions": ["q"]}, 400, "unsupported_task", "model"),
     ("/v1/vqa", {"images": [IMG, IMG], "questions": ["q"]}, 400, "invalid_input", "questions"),
     ("/v1/vqa", {"images": [IMG], "questions": [""]}, 400, "invalid_input", "questions[0]"),

@@ -14,6 +14,7 @@ from .. import __version__
 from ..settings import Settings
 from . import errors, schemas
 from .gateway import ClientGone, Gateway
+from .middleware import RequestGuard
 from .routes import router
 
 log = logging.getLogger("vlserve.api")
@@ -35,10 +36,12 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
             loading.cancel()
             gw.close()
 
-    app = FastAPI(title="vlserve", version=__version__, lifespan=lifespan,
+    # redirect_slashes off: Starlette builds those redirects from the Host header
+    app = FastAPI(title="vlserve", version=__version__, lifespan=lifespan, redirect_slashes=False,
                   description="Captioning, image-text retrieval (ITC / ITM) and VQA with BLIP-family models.")
     app.state.gateway = gw
     errors.install(app)
+    app.add_middleware(RequestGuard, gateway=gw)
 
     @app.exception_handler(ClientGone)
     async def _gone(request: Request, exc: ClientGone):
@@ -48,7 +51,6 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
 
     @app.get("/v1/models", response_model=schemas.ModelsResponse, tags=["admin"])
     async def models(request: Request):
-        gw.authorize(request)
         return {"models": [m.describe() for m in gw.repository.models.values()]}
 
     @app.get("/health/live", tags=["admin"])
@@ -59,11 +61,10 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
     async def ready():
         if gw.ready:
             return {"status": "ready"}
-        why = "draining" if gw.draining else "loading models" if not gw.repository.loading_done \
-            else "no model loaded"
-        return errors.error_response(503, "not_ready", why, headers={"Retry-After": "1"})
+        return errors.error_response(503, "not_ready", gw.not_ready_reason(), headers={"Retry-After": "1"})
 
-    @app.get("/metrics", tags=["admin"])
+    @app.get("/metrics", tags=["admin"], response_class=Response, responses={200: {
+        "description": "Prometheus text exposition", "content": {gw.metrics.content_type: {"schema": {"type": "string"}}}}})
     async def metrics():
         return Response(gw.metrics.render(), media_type=gw.metrics.content_type)
 

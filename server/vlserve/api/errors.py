@@ -19,6 +19,7 @@ STATUS = [  # most specific first
     (e.InvalidInputError, 400), (e.UnsupportedTaskError, 400), (e.ModelNotFoundError, 404),
     (e.UnauthorizedError, 401), (e.UnsupportedMediaError, 415), (e.PayloadTooLargeError, 413),
     (e.UnavailableError, 503), (e.DeadlineExceededError, 504), (e.CheckpointError, 500),
+    (e.RequestTimeoutError, 408), (e.ModelFailedError, 500),
 ]
 
 
@@ -59,7 +60,4 @@ def install(app: FastAPI) -> None:
         kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return error_response(exc.status_code, kind, str(exc.detail), None, getattr(exc, "headers", None))
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception):
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response(500, "internal_error", "internal server error")
+    # Anything else reaches middleware.RequestGuard, which answers 500 and keeps the connection.

@@ -10,11 +10,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 from fastapi import Request
 
-from ..errors import (DeadlineExceededError, NotReadyError, QueueFullError, UnauthorizedError, VlserveError)
+from ..errors import DeadlineExceededError, NotReadyError, VlserveError
 from ..metrics import Metrics
 from ..repository.repository import ModelRepository
 from ..settings import Settings
-from .errors import status_of
+from .decoding import PixelBudget
 
 log = logging.getLogger("vlserve.api")
 
@@ -29,8 +29,10 @@ class Gateway:
         self.metrics = metrics or Metrics()
         self.repository = repository or ModelRepository(settings, self.metrics)
         self.pool = ThreadPoolExecutor(settings.preprocess_threads, thread_name_prefix="vlserve-preprocess")
+        self.pixel_budget = PixelBudget(settings.max_decode_pixels)
         self.draining = False
-        self.in_flight = 0
+        self.in_flight = 0  # requests between arrival and answer (counted by middleware.RequestGuard)
+        self._grace_over = asyncio.Event()  # set when draining time is up
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -41,13 +43,26 @@ class Gateway:
     def ready(self) -> bool:
         return self.repository.ready and not self.draining
 
-    async def drain(self, grace_s: float | None = None) -> bool:
-        """Stop taking requests and wait for in-flight ones (True: all finished in time)."""
+    def not_ready_reason(self) -> str:
+        return "draining" if self.draining else self.repository.not_ready_reason()
+
+    async def drain(self, grace_s: float | None = None, answer_s: float = 5.0) -> bool:
+        """Stop taking requests and wait for in-flight ones (True: all finished in time).
+        Those still running when the grace ends are answered 503 (retry elsewhere); this
+        waits up to `answer_s` more for those answers to go out."""
         self.draining = True
         grace = self.settings.drain_grace_s if grace_s is None else grace_s
-        deadline = time.monotonic() + grace
+        finished = await self._until_idle(grace)
+        if not finished:
+            log.warning("drain grace over with %d request(s) in flight: answering them 503", self.in_flight)
+            self._grace_over.set()
+            await self._until_idle(answer_s)
+        return finished
+
+    async def _until_idle(self, seconds: float) -> bool:
+        deadline = time.monotonic() + seconds
         while self.in_flight and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.02)
         return self.in_flight == 0
 
     def close(self) -> None:
@@ -56,14 +71,15 @@ class Gateway:
 
     # -- requests -----------------------------------------------------------------------------
 
-    def authorize(self, request: Request) -> None:
-        key = self.settings.api_key
-        if key is None:
-            return
-        given = request.headers.get("authorization", "").removeprefix("Bearer ").strip() \
-            or request.headers.get("x-api-key", "")
-        if given != key.get_secret_value():
-            raise UnauthorizedError("missing or wrong API key (send 'Authorization: Bearer <key>')")
+    def request_started(self, task: str) -> None:
+        self.in_flight += 1
+        self.metrics.in_flight_add(1)
+        self.metrics.request_received(task)
+
+    def request_finished(self, model: str, task: str, outcome: str, status: int, seconds: float) -> None:
+        self.in_flight -= 1
+        self.metrics.in_flight_add(-1)
+        self.metrics.request_done(model, task, outcome, status, seconds)
 
     async def in_thread(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
@@ -71,46 +87,28 @@ class Gateway:
     async def run(self, request: Request, task: str, model_name: str | None, timeout_s: float | None, work):
         """Run `work(model, runner)` for one request; every accepted request gets one answer."""
         start = time.monotonic()
-        if self.draining:
-            raise NotReadyError("the server is shutting down")
         model = self.repository.pick(model_name, task)
+        info = request.scope.get("vlserve", {})
+        info["model"] = model.name
         timeout = min(self.settings.request_timeout_s, timeout_s or float("inf"))
-        runner = model.runner(start + timeout)
+        runner = model.runner(start + timeout, self.pool)
         model.require(task)
-        self.in_flight += 1
-        self.metrics.in_flight_add(1)
-        outcome, status = "failed", 500
         try:
-            result = await self._watched(request, work(model, runner), start + timeout)
-            outcome, status = "succeeded", 200
-            return result
-        except ClientGone:
-            outcome, status = "cancelled", 499
-            raise
-        except asyncio.CancelledError:
-            outcome, status = "cancelled", 499
-            raise
-        except DeadlineExceededError as exc:
-            outcome, status = "expired", status_of(exc)
-            raise
-        except QueueFullError as exc:
-            outcome, status = ("failed" if runner.submitted else "rejected"), status_of(exc)
-            raise
+            return await self._watched(request, work(model, runner), start + timeout)
         except VlserveError as exc:
-            outcome, status = ("failed" if runner.submitted else "invalid"), status_of(exc)
+            if runner.submitted and not isinstance(exc, DeadlineExceededError):
+                info["outcome"] = "failed"  # its work had begun
             raise
         finally:
-            self.in_flight -= 1
-            self.metrics.in_flight_add(-1)
             if runner.submitted:
                 self.metrics.request_accepted(model.name, task)
-            self.metrics.request_done(model.name, task, outcome, status, time.monotonic() - start)
 
     async def _watched(self, request: Request, coro, deadline: float):
         work = asyncio.ensure_future(coro)
         gone = asyncio.ensure_future(_disconnected(request))
+        watch = {work, gone, asyncio.ensure_future(self._grace_over.wait())}
         try:
-            done, _ = await asyncio.wait({work, gone}, timeout=max(0.0, deadline - time.monotonic()),
+            done, _ = await asyncio.wait(watch, timeout=max(0.0, deadline - time.monotonic()),
                                          return_when=asyncio.FIRST_COMPLETED)
             if work in done:
                 return work.result()
@@ -118,11 +116,12 @@ class Gateway:
             await asyncio.gather(work, return_exceptions=True)
             if gone in done:
                 raise ClientGone()
+            if done:  # the drain grace is over
+                raise NotReadyError("the server shut down before this request finished; send it again")
             raise DeadlineExceededError("the request did not finish within its deadline")
         finally:
-            gone.cancel()
-            if not work.done():
-                work.cancel()
+            for task in watch:
+                task.cancel()
 
 
 async def _disconnected(request: Request) -> None:

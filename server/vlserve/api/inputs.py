@@ -1,4 +1,11 @@
-"""Reading request bodies (JSON or multipart) into wire schemas, and images into bytes."""
+"""Reading request bodies (JSON or multipart) into wire schemas, and images into bytes.
+
+The body's size and arrival time are bounded before it gets here (middleware.RequestGuard).
+Parsing and validation run in the preprocessing pool, never on the event loop: a large
+body costs a thread, not every other request's latency. Validation is strict: JSON types
+are taken as sent (`seed: false` and `rank_answers: 0` are refused, not coerced), and a
+multipart field is plain text converted to its field's type (never JSON-decoded).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +13,8 @@ import base64
 import binascii
 import json
 import re
+import types
+import typing
 from typing import TypeVar
 
 from fastapi import Request
@@ -19,66 +28,138 @@ from .fetch import fetch_image
 M = TypeVar("M", bound=BaseModel)
 DATA_URI = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[^;,]*)*?);base64,(?P<data>.*)$", re.S)
 IMAGE_FIELDS = ("images", "query_image", "candidate_images")
-
+IMAGE_TYPES = ("image/jpeg", "image/jpg", "image/png", "image/webp", "image/gif", "image/bmp", "image/tiff")
+MAX_DEPTH = 4  # the schemas nest lists two deep (capfilt's texts)
+INTEGER = re.compile(r"[+-]?\d{1,20}")
 
 UPLOAD = "upload://"  # how a multipart file stands in an image field until it is read
 
 
-async def read_request(request: Request, schema: type[M], settings: Settings) -> tuple[M, dict[str, bytes]]:
-    """The validated body, and the bytes of any uploaded files (keyed by their stand-ins)."""
-    length = request.headers.get("content-length")
-    if length and length.isdigit() and int(length) > settings.max_body_bytes:
-        raise PayloadTooLargeError(f"request body is {length} bytes; the limit is {settings.max_body_bytes}")
+async def read_request(request: Request, schema: type[M], settings: Settings, in_thread) -> tuple[M, dict[str, bytes]]:
+    """The validated body, and the bytes of any uploaded files (keyed by their stand-ins).
+    `in_thread(fn, *args)` runs CPU work off the event loop."""
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     uploads: dict[str, bytes] = {}
     if kind == "application/json" or kind == "":
-        raw = await _read_limited(request, settings.max_body_bytes)
-        try:
-            data = json.loads(raw or b"null")
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise InvalidInputError(f"body is not valid JSON: {exc}") from None
-        if not isinstance(data, dict):
-            raise InvalidInputError("body must be a JSON object")
-    elif kind == "multipart/form-data":
-        data = await _read_form(request, schema, settings, uploads)
-    else:
-        raise UnsupportedMediaError(f"content type '{kind}' is not accepted; send application/json or "
-                                    "multipart/form-data")
+        raw = await request.body()
+        return await in_thread(_parse_json, raw, schema, settings), uploads
+    if kind == "multipart/form-data":
+        fields = await _read_form(request, settings, uploads)
+        return await in_thread(_parse_form, fields, schema, settings), uploads
+    raise UnsupportedMediaError(f"content type '{kind}' is not accepted; send application/json or "
+                                "multipart/form-data")
+
+
+def _parse_json(raw: bytes, schema: type[M], settings: Settings) -> M:
     try:
-        return schema.model_validate(data), uploads
+        data = json.loads(raw or b"null")
+    except RecursionError:
+        raise InvalidInputError("body is not valid JSON: nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, integers past Python's digit limit
+        raise InvalidInputError(f"body is not valid JSON: {_plain(str(exc))}") from None
+    if not isinstance(data, dict):
+        raise InvalidInputError("body must be a JSON object")
+    check_strings(data, settings)
+    return _validate(schema, data)
+
+
+def _parse_form(fields: list[tuple[str, str]], schema: type[M], settings: Settings) -> M:
+    """Repeated fields become lists where the schema has a list; values take the field's type."""
+    data: dict = {}
+    for key, value in fields:
+        data.setdefault(key, []).append(value)
+    out = {}
+    for key, values in data.items():
+        field = schema.model_fields.get(key)
+        if field is None:
+            out[key] = values[0]  # validation names the unknown field
+            continue
+        item_type, is_list = _scalar_type(field.annotation)
+        if not is_list and len(values) > 1:
+            raise InvalidInputError(f"field '{key}' was given {len(values)} times", param=key)
+        values = [v if v.startswith(UPLOAD) else _convert(v, item_type) for v in values]
+        out[key] = values if is_list else values[0]
+    check_strings(out, settings)
+    return _validate(schema, out)
+
+
+def _validate(schema: type[M], data: dict) -> M:
+    try:
+        return schema.model_validate(data, strict=True)
     except ValidationError as exc:
         first = exc.errors()[0]
         param = ".".join(str(p) for p in first["loc"]) or None
         raise SchemaError(f"{param or 'body'}: {first['msg']}", param=param) from None
 
 
-async def _read_limited(request: Request, limit: int) -> bytes:
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise PayloadTooLargeError(f"request body is larger than {limit} bytes")
-    return bytes(body)
+def _scalar_type(annotation) -> tuple[type | None, bool]:
+    """(the type of one value, whether the field is a list) for a form field."""
+    kind = annotation
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):  # X | None
+        kind = next(a for a in typing.get_args(annotation) if a is not type(None))
+    if typing.get_origin(kind) is list:
+        inner = typing.get_args(kind)[0]
+        return (inner if inner in (int, float, bool, str) else None), True
+    return (kind if kind in (int, float, bool, str) else None), False
 
 
-async def _read_form(request: Request, schema: type[BaseModel], settings: Settings, uploads: dict) -> dict:
-    """Files become image bytes; repeated fields become lists where the schema has a list."""
+def _convert(value: str, kind: type | None):
+    """A form value as its field's type; left as text when it does not parse (validation says why)."""
+    if kind is int and INTEGER.fullmatch(value.strip()):
+        return int(value)
+    if kind is float:
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    if kind is bool and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    return value
+
+
+def check_strings(data: dict, settings: Settings) -> None:
+    """Every string is valid Unicode (no lone surrogates) and, outside image fields, at most
+    max_text_chars long; every list of texts at most max_texts long. Cheap, and done before
+    any tokeniser sees the text."""
+    stack = [(value, key, 1) for key, value in data.items()]
+    while stack:
+        value, param, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise InvalidInputError("body nests lists too deeply", param=param)
+        image = param.split("[")[0] in IMAGE_FIELDS
+        if isinstance(value, str):
+            if not image and len(value) > settings.max_text_chars:
+                raise InvalidInputError(f"text is {len(value)} characters; the limit is {settings.max_text_chars}",
+                                        param=param)
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise InvalidInputError("text is not valid Unicode (lone surrogate)", param=param) from None
+        elif isinstance(value, list):
+            if not image and len(value) > settings.max_texts:
+                raise PayloadTooLargeError(f"{len(value)} items in '{param}'; the limit is {settings.max_texts}",
+                                           param=param)
+            stack += [(v, f"{param}[{i}]", depth + 1) for i, v in enumerate(value)]
+        elif isinstance(value, dict):
+            stack += [(v, f"{param}.{_plain(str(k))}", depth + 1) for k, v in value.items()]
+
+
+def _plain(text: str) -> str:
+    """Text safe to put in an error message (lone surrogates replaced)."""
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
+async def _read_form(request: Request, settings: Settings, uploads: dict) -> list[tuple[str, str]]:
+    """Files become image bytes (their stand-ins in the field list); other fields stay text."""
     form = await request.form(max_files=settings.max_images + 1, max_fields=settings.max_texts * 4 + 64)
-    data: dict = {}
+    fields = []
     for key, value in form.multi_items():
         if hasattr(value, "read"):  # an uploaded file
             ref = f"{UPLOAD}{len(uploads)}"
             uploads[ref] = await value.read()
             value = ref
-        data.setdefault(key, []).append(value)
-    out = {}
-    for key, values in data.items():
-        field = schema.model_fields.get(key)
-        is_list = field is not None and "list" in str(field.annotation)
-        if not is_list and len(values) > 1:
-            raise InvalidInputError(f"field '{key}' was given {len(values)} times", param=key)
-        out[key] = values if is_list else values[0]
-    return out
+        fields.append((key, value))
+    return fields
 
 
 async def image_bytes(ref: str, settings: Settings, param: str, uploads: dict[str, bytes]) -> bytes:
@@ -88,6 +169,10 @@ async def image_bytes(ref: str, settings: Settings, param: str, uploads: dict[st
         m = DATA_URI.match(ref)
         if not m:
             raise InvalidInputError("malformed data: URI (expected data:<type>;base64,<data>)", param=param)
+        mime = (m.group("mime") or "").lower()
+        if mime not in IMAGE_TYPES:
+            raise InvalidInputError(f"data: URI of type '{mime or 'text/plain'}' is not an image; "
+                                    f"accepted: {', '.join(IMAGE_TYPES)}", param=param)
         data = _b64(m.group("data"), param)
     elif ref.startswith(("http://", "https://")):
         data = await fetch_image(ref, settings, param)
@@ -110,14 +195,3 @@ async def images_of(refs: list[str], settings: Settings, uploads: dict[str, byte
     if len(refs) > settings.max_images:
         raise PayloadTooLargeError(f"{len(refs)} images; the limit is {settings.max_images}", param=param)
     return [await image_bytes(r, settings, f"{param}[{i}]", uploads) for i, r in enumerate(refs)]
-
-
-def check_texts(texts: list[str] | None, settings: Settings, param: str) -> None:
-    if not texts:
-        return
-    if len(texts) > settings.max_texts:
-        raise PayloadTooLargeError(f"{len(texts)} items in '{param}'; the limit is {settings.max_texts}", param=param)
-    for i, t in enumerate(texts):
-        if len(t) > settings.max_text_chars:
-            raise InvalidInputError(f"text is {len(t)} characters; the limit is {settings.max_text_chars}",
-                                    param=f"{param}[{i}]")

@@ -9,8 +9,9 @@ from fastapi import APIRouter, Request
 from ..engine.generation.params import GenerationParams
 from ..errors import InvalidInputError
 from ..tasks import blip_tasks
+from .decoding import decode_images, read_images
 from .gateway import Gateway
-from .inputs import check_texts, images_of, read_request
+from .inputs import read_request
 from .schemas import (AnswerOut, CapfiltRequest, CapfiltResponse, CaptionOut, CaptionRequest, CaptionResponse,
                       EmbeddingsRequest, EmbeddingsResponse, ErrorResponse, FilteredCaptionOut, RankedAnswerOut,
                       RankedOut, RankRequest, RankResponse, ScoreRequest, ScoreResponse, Usage, VqaRequest,
@@ -27,27 +28,16 @@ def _doc(schema) -> dict:
                                                           "multipart/form-data": {"schema": ref}}}}
 
 
-def _gateway(request: Request) -> Gateway:
+async def _read(request: Request, schema):
+    """(gateway, validated body, uploaded files) of a task request."""
     gw: Gateway = request.app.state.gateway
-    gw.authorize(request)
-    return gw
-
-
-async def _pixels(gw: Gateway, model, refs, uploads, param="images"):
-    blobs = await images_of(refs, gw.settings, uploads, param)
-    pixels = await gw.in_thread(model.engine.pixels, blobs)
-    gw.metrics.images_processed(model.name, len(blobs))
-    return pixels
+    body, uploads = await read_request(request, schema, gw.settings, gw.in_thread)
+    return gw, body, uploads
 
 
 def _generation(gw: Gateway, base: GenerationParams, fields: dict) -> GenerationParams:
-    params = base.replace(**fields).validate()
-    if params.num_beams > gw.settings.max_beams:
-        raise InvalidInputError(f"num_beams is limited to {gw.settings.max_beams} here", param="num_beams")
-    if params.max_new_tokens > gw.settings.max_new_tokens:
-        raise InvalidInputError(f"max_new_tokens is limited to {gw.settings.max_new_tokens} here",
-                                param="max_new_tokens")
-    return params
+    return base.replace(**fields).validate(max_new_tokens=gw.settings.max_new_tokens,
+                                           max_beams=gw.settings.max_beams)
 
 
 GEN_FIELDS = ("max_new_tokens", "min_new_tokens", "num_beams", "length_penalty", "do_sample", "top_p", "top_k",
@@ -57,13 +47,13 @@ GEN_FIELDS = ("max_new_tokens", "min_new_tokens", "num_beams", "length_penalty",
 @router.post("/caption", response_model=CaptionResponse, responses=ERRORS, openapi_extra=_doc(CaptionRequest),
              summary="Caption images (vision -> decoder)")
 async def caption(request: Request):
-    gw = _gateway(request)
-    body, uploads = await read_request(request, CaptionRequest, gw.settings)
+    gw, body, uploads = await _read(request, CaptionRequest)
+    images = await read_images(gw, body.images, uploads, "images")
 
     async def work(model, runner):
         fields = {k: getattr(body, k) for k in GEN_FIELDS} | {"num_return": body.num_captions}
         params = _generation(gw, model.caption_defaults, fields)
-        pixels = await _pixels(gw, model, body.images, uploads)
+        pixels = await decode_images(gw, model, images)
         caps = await blip_tasks.caption(runner, pixels, prompt=body.prompt, params=params)
         tokens = sum(len(c.tokens) for cs in caps for c in cs)
         return CaptionResponse(model=model.name, usage=Usage(images=len(caps), generated_tokens=tokens),
@@ -76,12 +66,11 @@ async def caption(request: Request):
 @router.post("/embeddings", response_model=EmbeddingsResponse, responses=ERRORS, response_model_exclude_none=True,
              openapi_extra=_doc(EmbeddingsRequest), summary="ITC embeddings of images and/or texts")
 async def embeddings(request: Request):
-    gw = _gateway(request)
-    body, uploads = await read_request(request, EmbeddingsRequest, gw.settings)
-    check_texts(body.texts, gw.settings, "texts")
+    gw, body, uploads = await _read(request, EmbeddingsRequest)
+    images = await read_images(gw, body.images, uploads, "images")
 
     async def work(model, runner):
-        pixels = await _pixels(gw, model, body.images, uploads) if body.images else None
+        pixels = await decode_images(gw, model, images) if images else None
         img, txt = await blip_tasks.embed(runner, pixels, body.texts)
         dim = (img if img is not None else txt).shape[1]
         return EmbeddingsResponse(model=model.name, dim=dim,
@@ -94,15 +83,14 @@ async def embeddings(request: Request):
 @router.post("/retrieval/score", response_model=ScoreResponse, responses=ERRORS, response_model_exclude_none=True,
              openapi_extra=_doc(ScoreRequest), summary="ITC cosine and/or ITM probability, images x texts")
 async def score(request: Request):
-    gw = _gateway(request)
-    body, uploads = await read_request(request, ScoreRequest, gw.settings)
-    check_texts(body.texts, gw.settings, "texts")
+    gw, body, uploads = await _read(request, ScoreRequest)
+    images = await read_images(gw, body.images, uploads, "images")
     task = "embed" if "itc" in body.heads else "itm"
 
     async def work(model, runner):
         if "itm" in body.heads:
             model.require("itm")
-        pixels = await _pixels(gw, model, body.images, uploads)
+        pixels = await decode_images(gw, model, images)
         out = await blip_tasks.score(runner, pixels, body.texts, body.heads)
         return ScoreResponse(model=model.name, **{h: m.tolist() for h, m in out.items()})
 
@@ -112,21 +100,20 @@ async def score(request: Request):
 @router.post("/retrieval/rank", response_model=RankResponse, responses=ERRORS, openapi_extra=_doc(RankRequest),
              summary="Rank candidates for one query: ITC shortlist, ITM re-rank")
 async def rank(request: Request):
-    gw = _gateway(request)
-    body, uploads = await read_request(request, RankRequest, gw.settings)
-    check_texts(body.candidate_texts, gw.settings, "candidate_texts")
+    gw, body, uploads = await _read(request, RankRequest)
+    query = await read_images(gw, None if body.query_image is None else [body.query_image], uploads, "query_image")
+    candidates = await read_images(gw, body.candidate_images, uploads, "candidate_images")
 
     async def work(model, runner):
         if body.rerank:
             model.require("itm")
         kwargs = dict(k_itc=body.k_itc, top_k=body.top_k, use_itm=body.rerank)
         if body.query_image is not None and body.query_text is None:
-            query = await _pixels(gw, model, [body.query_image], uploads, "query_image")
-            ranked = await blip_tasks.rank(runner, query_pixels=query, candidate_texts=body.candidate_texts,
+            ranked = await blip_tasks.rank(runner, query_pixels=await decode_images(gw, model, query),
+                                           candidate_texts=body.candidate_texts,
                                            **kwargs)
         elif body.query_text is not None and body.query_image is None:
-            cands = await _pixels(gw, model, body.candidate_images, uploads, "candidate_images") \
-                if body.candidate_images else None
+            cands = await decode_images(gw, model, candidates) if body.candidate_images else None
             ranked = await blip_tasks.rank(runner, query_text=body.query_text, candidate_pixels=cands, **kwargs)
         else:
             raise InvalidInputError("give exactly one of query_image and query_text", param="query_image")
@@ -139,10 +126,8 @@ async def rank(request: Request):
 @router.post("/vqa", response_model=VqaResponse, responses=ERRORS, openapi_extra=_doc(VqaRequest),
              summary="Answer questions about images (generate, or rank candidates)")
 async def vqa(request: Request):
-    gw = _gateway(request)
-    body, uploads = await read_request(request, VqaRequest, gw.settings)
-    check_texts(body.questions, gw.settings, "questions")
-    check_texts(body.candidates, gw.settings, "candidates")
+    gw, body, uploads = await _read(request, VqaRequest)
+    images = await read_images(gw, body.images, uploads, "images")
 
     async def work(model, runner):
         fields = {k: getattr(body, k) for k in ("max_new_tokens", "min_new_tokens", "num_beams")}
@@ -153,7 +138,7 @@ async def vqa(request: Request):
             if not candidates:
                 raise InvalidInputError(f"model '{model.name}' has no answer list ([vqa] answers in model.toml)",
                                         param="rank_answers")
-        pixels = await _pixels(gw, model, body.images, uploads)
+        pixels = await decode_images(gw, model, images)
         answers = await blip_tasks.vqa(runner, pixels, body.questions, params=params, candidates=candidates)
         return VqaResponse(model=model.name, answers=[
             AnswerOut(text=a.text, tokens=a.tokens, logprob=a.logprob,
@@ -166,10 +151,8 @@ async def vqa(request: Request):
 @router.post("/capfilt", response_model=CapfiltResponse, responses=ERRORS, openapi_extra=_doc(CapfiltRequest),
              summary="BLIP's CapFilt: sample synthetic captions, keep the captions ITM says match")
 async def capfilt(request: Request):
-    gw = _gateway(request)
-    body, uploads = await read_request(request, CapfiltRequest, gw.settings)
-    for i, texts in enumerate(body.texts or []):
-        check_texts(texts, gw.settings, f"texts[{i}]")
+    gw, body, uploads = await _read(request, CapfiltRequest)
+    images = await read_images(gw, body.images, uploads, "images")
 
     async def work(model, runner):
         fields = {"max_new_tokens": body.max_new_tokens, "min_new_tokens": body.min_new_tokens, "seed": body.seed,
@@ -177,7 +160,7 @@ async def capfilt(request: Request):
         # BLIP samples its synthetic captions with nucleus sampling (top-p 0.9)
         base = model.caption_defaults.replace(do_sample=True, top_p=0.9, top_k=0, num_beams=1)
         params = _generation(gw, base, fields)
-        pixels = await _pixels(gw, model, body.images, uploads)
+        pixels = await decode_images(gw, model, images)
         results = await blip_tasks.capfilt(runner, pixels, body.texts, params=params,
                                            num_synthetic=body.num_synthetic, threshold=body.threshold)
         return CapfiltResponse(model=model.name, results=[

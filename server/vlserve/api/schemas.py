@@ -8,33 +8,48 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..engine.generation.params import MAX_RETURN, RANGES
+
 ImageRef = str  # base64, data: URI, or (when enabled) an http(s) URL
 
 TINY_PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC"
 
 
+def _config(*examples) -> ConfigDict:
+    """Unknown fields and NaN/infinity are refused; the route validates strictly (api/inputs.py)."""
+    return ConfigDict(extra="forbid", allow_inf_nan=False,
+                      json_schema_extra={"examples": list(examples)} if examples else None)
+
+
+def _ranged(name: str, description: str | None = None):
+    """A generation field bounded as the decoder needs it (engine/generation/params.py RANGES)."""
+    low, high = RANGES[name]
+    return Field(None, ge=low, le=high, description=description)
+
+
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = _config()
     model: str | None = Field(None, description="model name; optional when one loaded model serves the task")
-    timeout_s: float | None = Field(None, gt=0, description="deadline in seconds (may only shorten the server's)")
+    timeout_s: float | None = Field(None, ge=0.01, description="deadline in seconds (may only shorten the server's)")
 
 
 class GenerationFields(BaseModel):
+    model_config = _config()
+    # upper limits of max_new_tokens and num_beams are the server's (VLSERVE_MAX_NEW_TOKENS, _MAX_BEAMS)
     max_new_tokens: int | None = Field(None, ge=1, description="tokens to generate at most (EOS included)")
     min_new_tokens: int | None = Field(None, ge=0)
     num_beams: int | None = Field(None, ge=1)
-    length_penalty: float | None = None
+    length_penalty: float | None = _ranged("length_penalty")
     do_sample: bool | None = None
     top_p: float | None = Field(None, gt=0, le=1)
-    top_k: int | None = Field(None, ge=0)
-    temperature: float | None = Field(None, gt=0)
-    seed: int | None = None
-    repetition_penalty: float | None = Field(None, gt=0)
+    top_k: int | None = _ranged("top_k", "0 disables it")
+    temperature: float | None = _ranged("temperature")
+    seed: int | None = _ranged("seed")
+    repetition_penalty: float | None = _ranged("repetition_penalty")
 
 
 class CaptionRequest(_Request, GenerationFields):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
-        {"images": [TINY_PNG], "max_new_tokens": 20, "num_beams": 3}]})
+    model_config = _config({"images": [TINY_PNG], "max_new_tokens": 20, "num_beams": 3})
     images: list[ImageRef] = Field(min_length=1)
     prompt: str | None = Field(None, description="text the caption continues (returned text excludes it)")
     num_captions: int | None = Field(None, ge=1, description="captions per image (sampling or beams)")
@@ -58,8 +73,7 @@ class CaptionResponse(BaseModel):
 
 
 class EmbeddingsRequest(_Request):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
-        {"images": [TINY_PNG], "texts": ["a small red circle"]}]})
+    model_config = _config({"images": [TINY_PNG], "texts": ["a small red circle"]})
     images: list[ImageRef] | None = None
     texts: list[str] | None = None
 
@@ -75,8 +89,8 @@ Head = Literal["itc", "itm"]
 
 
 class ScoreRequest(_Request):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
-        {"images": [TINY_PNG], "texts": ["a small red circle", "a large blue square"], "heads": ["itc", "itm"]}]})
+    model_config = _config({"images": [TINY_PNG], "texts": ["a small red circle", "a large blue square"],
+                            "heads": ["itc", "itm"]})
     images: list[ImageRef] = Field(min_length=1)
     texts: list[str] = Field(min_length=1)
     heads: list[Head] = Field(default_factory=lambda: ["itc"], min_length=1)
@@ -89,8 +103,8 @@ class ScoreResponse(BaseModel):
 
 
 class RankRequest(_Request):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
-        {"query_image": TINY_PNG, "candidate_texts": ["a small red circle", "a large blue square"], "top_k": 1}]})
+    model_config = _config({"query_image": TINY_PNG, "candidate_texts": ["a small red circle", "a large blue square"],
+                            "top_k": 1})
     query_image: ImageRef | None = None
     query_text: str | None = None
     candidate_texts: list[str] | None = None
@@ -112,8 +126,7 @@ class RankResponse(BaseModel):
 
 
 class VqaRequest(_Request):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
-        {"images": [TINY_PNG], "questions": ["what color is the circle?"]}]})
+    model_config = _config({"images": [TINY_PNG], "questions": ["what color is the circle?"]})
     images: list[ImageRef] = Field(min_length=1)
     questions: list[str] = Field(min_length=1, description="one per image")
     max_new_tokens: int | None = Field(None, ge=1)
@@ -141,16 +154,16 @@ class VqaResponse(BaseModel):
 
 
 class CapfiltRequest(_Request):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
-        {"images": [TINY_PNG], "texts": [["a photo from my holiday", "a small red circle"]], "num_synthetic": 2}]})
+    model_config = _config({"images": [TINY_PNG], "texts": [["a photo from my holiday", "a small red circle"]],
+                            "num_synthetic": 2})
     images: list[ImageRef] = Field(min_length=1)
     texts: list[list[str]] | None = Field(None, description="web captions to filter, one list per image")
-    num_synthetic: int = Field(1, ge=0, description="captions the captioner samples per image")
+    num_synthetic: int = Field(1, ge=0, le=MAX_RETURN, description="captions the captioner samples per image")
     threshold: float = Field(0.5, ge=0, le=1, description="ITM probability a caption needs to be kept")
     max_new_tokens: int | None = Field(None, ge=1)
     min_new_tokens: int | None = Field(None, ge=0)
     top_p: float | None = Field(None, gt=0, le=1)
-    seed: int | None = None
+    seed: int | None = _ranged("seed")
 
 
 class FilteredCaptionOut(BaseModel):

@@ -126,11 +126,16 @@ class BlipEngine:
             return decode_image(bytes(image), max_pixels=self.options.max_pixels, param=param)
         raise InvalidInputError(f"unsupported image type {type(image).__name__}", param=param)
 
-    def pixels(self, images: list) -> torch.Tensor:
+    def pixels(self, images: list, params: list[str] | None = None) -> torch.Tensor:
+        """Images -> model input (B, 3, S, S); `params` name each image in errors."""
         if not images:
             raise InvalidInputError("at least one image is required", param="images")
-        pil = [self.load_image(im, f"images[{i}]") for i, im in enumerate(images)]
-        return self.processor(pil)
+        params = params or [f"images[{i}]" for i in range(len(images))]
+        return self.processor([self.load_image(im, p) for im, p in zip(images, params)])
+
+    @staticmethod
+    def stack_pixels(parts: list[torch.Tensor]) -> torch.Tensor:
+        return torch.cat(parts)
 
     # -- graphs ---------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ import torch
 from ..errors import CheckpointError
 from ..models.blip.config import BlipConfig, TextConfig, VisionConfig
 from ..models.blip.model import Blip, Components
-from .weights import find_weights, read_state_dict
+from .weights import check_finite, find_weights, read_state_dict
 
 # (our key prefix, checkpoint key prefix); `{i}` stands for a layer index. Read left to
 # right to export, right to left to load.
@@ -82,6 +82,7 @@ def load_blip(folder: str | Path, *, device="cpu", dtype=torch.float32) -> Loade
     if tied:
         model.text_decoder.tie_weights()
     model.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    check_finite(model)
     return LoadedBlip(model=model, origin=origin, weights_path=path)
 
 

@@ -23,23 +23,42 @@ from ..errors import ImageTooLargeError, InvalidImageError
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 DEFAULT_MAX_PIXELS = 64_000_000
+# The formats vlserve decodes, and no others: Pillow would otherwise also open FITS, SPIDER,
+# DDS, ICNS, PCX, SGI, JPEG 2000 and more, and hand EPS to Ghostscript. (Pillow's JPEG
+# opener also reads MPO, the multi-picture JPEG many cameras write.)
+FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 
 
-def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, param: str = "images") -> Image.Image:
-    """Bytes -> RGB PIL image, or a typed error."""
+def open_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, param: str = "images") -> Image.Image:
+    """Bytes -> an unloaded PIL image of an accepted format whose header's size is within
+    the limit (nothing is decompressed yet), or a typed error."""
     if not data:
         raise InvalidImageError("image is empty", param=param)
+    Image.init()  # registers every plugin once (open only consults those it is given)
     try:
-        img = Image.open(io.BytesIO(data))
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise InvalidImageError(f"cannot identify image: {exc}", param=param) from None
+        img = Image.open(io.BytesIO(data), formats=FORMATS)
     except Image.DecompressionBombError as exc:
         raise ImageTooLargeError(str(exc), param=param) from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise InvalidImageError(f"cannot identify image (accepted formats: {', '.join(FORMATS)}): {exc}",
+                                param=param) from None
     w, h = img.size
     if w <= 0 or h <= 0:
         raise InvalidImageError(f"image has no pixels ({w}x{h})", param=param)
     if w * h > max_pixels:
         raise ImageTooLargeError(f"image is {w}x{h} = {w * h} pixels; the limit is {max_pixels}", param=param)
+    return img
+
+
+def image_size(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, param: str = "images") -> int:
+    """The pixels an encoded image decodes to, from its header (checks format and limit)."""
+    w, h = open_image(data, max_pixels=max_pixels, param=param).size
+    return w * h
+
+
+def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, param: str = "images") -> Image.Image:
+    """Bytes -> RGB PIL image, or a typed error."""
+    img = open_image(data, max_pixels=max_pixels, param=param)
     try:
         img.load()
         return to_rgb(ImageOps.exif_transpose(img))

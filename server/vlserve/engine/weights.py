@@ -55,3 +55,18 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
     with safe_open(str(path), framework="pt", device="cpu") as f:
         return {name: f.get_tensor(name) for name in f.keys()}
+
+
+def check_finite(module: torch.nn.Module, limit: int = 5) -> None:
+    """Refuse weights holding NaN or infinity (a corrupt file, or values the dtype cannot
+    hold): such a model would answer null embeddings and empty captions. One pass over the
+    weights, tensor by tensor, after they are on the device in their final dtype."""
+    bad = []
+    for name, t in list(module.named_parameters()) + list(module.named_buffers()):
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            bad.append(name)
+            if len(bad) > limit:
+                break
+    if bad:
+        more = ", …" if len(bad) > limit else ""
+        raise CheckpointError(f"weights are not finite (NaN or infinity) in: {', '.join(bad[:limit])}{more}")

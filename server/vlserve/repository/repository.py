@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..errors import CheckpointError, InvalidInputError, ModelNotFoundError
 from ..settings import Settings
-from .served import ServedModel
+from .served import ServedModel, relative_paths
 from .spec import ModelSpec, is_model_folder
 
 log = logging.getLogger("vlserve.repository")
@@ -27,7 +27,7 @@ class ModelRepository:
                 spec = ModelSpec.from_folder(folder)
             except CheckpointError as exc:
                 spec = ModelSpec(name=folder.name, folder=folder)
-                self._add(ServedModel(spec, state="failed", error=str(exc)))
+                self._add(ServedModel(spec, state="failed", error=relative_paths(str(exc), root)))
                 continue
             self._add(ServedModel(spec))
 
@@ -44,6 +44,17 @@ class ModelRepository:
             if model.state == "loading":
                 model.load(self.settings, self.metrics)
         self.loading_done = True
+
+    def not_ready_reason(self) -> str:
+        if not self.loading_done:
+            return "loading models"
+        failed = [m.name for m in self.models.values() if m.state == "failed"]
+        if not failed:
+            return "no model in the repository"
+        ready = [m.name for m in self.models.values() if m.state == "ready"]
+        if ready and self.settings.strict_readiness:
+            return f"strict readiness: model(s) failed: {', '.join(failed)} (ready: {', '.join(ready)})"
+        return f"no model loaded; failed: {', '.join(failed)}"
 
     @property
     def ready(self) -> bool:

@@ -3,20 +3,29 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 import traceback
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..engine.blip_engine import BlipEngine, EngineOptions
 from ..engine.generation.params import GenerationParams
 from ..engine.onnx.runtime import OrtOptions
-from ..errors import CheckpointError, NotReadyError, UnsupportedTaskError
+from ..errors import CheckpointError, ModelFailedError, NotReadyError, UnsupportedTaskError
 from ..scheduling.runner import ScheduledRunner
 from ..scheduling.worker import DeviceWorker, Limits
 from ..settings import Settings
 from .spec import ModelSpec
 
 log = logging.getLogger("vlserve.repository")
+
+
+def relative_paths(message: str, root: Path) -> str:
+    """A message for clients: paths shown relative to the model repository, not absolute."""
+    for prefix in {str(root.resolve()), str(root.absolute()), str(root)}:
+        message = message.replace(prefix + os.sep, "")
+    return message
 
 
 @dataclass(eq=False)
@@ -63,7 +72,8 @@ class ServedModel:
                             else settings.max_queue_delay_ms,
                             max_queue_size=b.max_queue_size or settings.max_queue_size,
                             max_decode_rows=b.max_decode_rows or settings.max_decode_rows)
-            self.worker = DeviceWorker(engine, limits, metrics.for_model(self.name), self.name).start()
+            self.worker = DeviceWorker(engine, limits, metrics.for_model(self.name), self.name,
+                                       on_death=self._worker_died).start()
             self.engine, self.tasks = engine, tasks
             self.load_seconds = time.monotonic() - start
             self.state = "ready"
@@ -72,15 +82,19 @@ class ServedModel:
                      self.load_seconds, ", ".join(tasks), engine.device, engine.dtype,
                      ", ".join(f"{g}={engine.runtime(g)}" for g in engine.graphs))
         except Exception as exc:  # one broken folder must not take the server down
-            self.state, self.error = "failed", f"{type(exc).__name__}: {exc}"
+            self.state, self.error = "failed", relative_paths(f"{type(exc).__name__}: {exc}", spec.folder.parent)
             detail = "" if isinstance(exc, CheckpointError) else "\n" + traceback.format_exc()
             log.error("failed to load %s from %s: %s%s", self.name, spec.folder, exc, detail)
 
-    def runner(self, deadline: float) -> ScheduledRunner:
+    def _worker_died(self, error: Exception) -> None:
+        self.state, self.error = "failed", str(error)
+
+    def runner(self, deadline: float, pool=None) -> ScheduledRunner:
+        if self.state == "failed":
+            raise ModelFailedError(f"model '{self.name}' failed: {self.error}", param="model")
         if self.state != "ready":
-            raise NotReadyError(f"model '{self.name}' is {self.state}"
-                                + (f": {self.error}" if self.error else ""), param="model")
-        return ScheduledRunner(self.worker, deadline)
+            raise NotReadyError(f"model '{self.name}' is {self.state}", param="model")
+        return ScheduledRunner(self.worker, deadline, pool)
 
     def require(self, task: str) -> None:
         if task not in self.tasks:

@@ -3,15 +3,22 @@ DeviceWorker, so calls from concurrent requests share batches."""
 
 from __future__ import annotations
 
+import asyncio
+
 from .worker import DeviceWorker
 
 
 class ScheduledRunner:
-    def __init__(self, worker: DeviceWorker, deadline: float):
+    def __init__(self, worker: DeviceWorker, deadline: float, pool=None):
         self.worker = worker
         self.engine = worker.engine
         self.deadline = deadline
+        self.pool = pool  # an executor for CPU work off the event loop (None: asyncio's default)
         self.submitted = False  # some work was accepted into a queue
+
+    async def offload(self, fn, *args):
+        """CPU work of the task itself (tokenising, checking texts): never on the event loop."""
+        return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
 
     async def _call(self, op: str, inputs, size: int):
         item = self.worker.submit(op, inputs, size, self.deadline)

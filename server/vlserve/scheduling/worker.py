@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from ..engine.blip_engine import BlipEngine
 from ..engine.generation.loop import DecodeLoop
-from ..errors import QueueFullError
+from ..errors import ModelFailedError, QueueFullError
 from .items import Item
 from .ops import OPS, Op
 
@@ -60,6 +60,10 @@ class GraphQueue:
             return 0.0
         return max(0.0, self.items[0].enqueued + self.limits.max_queue_delay_ms / 1000 - now)
 
+    def take_all(self) -> list[Item]:
+        items, self.items, self.queued = list(self.items), deque(), 0
+        return items
+
     def take(self) -> list[Item]:
         batch, size = [], 0
         while self.items and (not batch or size + self.items[0].size <= self.limits.max_batch_size):
@@ -71,8 +75,12 @@ class GraphQueue:
 
 
 class DeviceWorker:
-    def __init__(self, engine: BlipEngine, limits: Limits = Limits(), metrics=None, name: str = "model"):
+    def __init__(self, engine: BlipEngine, limits: Limits = Limits(), metrics=None, name: str = "model",
+                 on_death=None):
         self.engine, self.limits, self.name = engine, limits, name
+        self.on_death = on_death  # called with the error if the thread dies
+        self.dead: ModelFailedError | None = None
+        self.current: list[Item] = []  # the encoder batch being run
         self.metrics = metrics or NullMetrics()
         self.queues = {name: GraphQueue(op, limits) for name, op in OPS.items()}
         self.cond = threading.Condition()
@@ -112,6 +120,8 @@ class DeviceWorker:
     def submit(self, op: str, inputs, size: int, deadline: float) -> Item:
         item = Item(inputs, size, asyncio.get_running_loop().create_future(), asyncio.get_running_loop(), deadline)
         with self.cond:
+            if self.dead is not None:
+                raise self.dead
             queue = self.queues[op]
             queue.put(item)
             self.metrics.depth(op, queue.queued)
@@ -123,6 +133,8 @@ class DeviceWorker:
         rows = sum(g.max_rows for g in groups)
         item = Item(groups, rows, loop.create_future(), loop, deadline)
         with self.cond:
+            if self.dead is not None:
+                raise self.dead
             waiting = sum(i.size for i in self.inbox) + sum(g.max_rows for g in self.decode.waiting)
             if waiting + rows > self.limits.max_queue_size and waiting:
                 raise QueueFullError(f"the decoder queue is full ({waiting} sequences waiting)")
@@ -134,12 +146,33 @@ class DeviceWorker:
     # -- worker thread ----------------------------------------------------------------------
 
     def _run(self) -> None:
-        while not self.stopping:
-            try:
-                self._serve_once()
-            except Exception:  # a bookkeeping bug must not silently kill the model's only thread
-                log.exception("%s: worker iteration failed", self.name)
-                time.sleep(0.01)
+        try:
+            while not self.stopping:
+                try:
+                    self._serve_once()
+                except Exception:  # a bookkeeping bug must not silently kill the model's only thread
+                    log.exception("%s: worker iteration failed", self.name)
+                    time.sleep(0.01)
+        except BaseException as exc:  # noqa: BLE001 - the thread dies: answer everyone, then say so
+            self._died(exc)
+
+    def _died(self, exc: BaseException) -> None:
+        """Every queued and running request gets one error; the model stays failed (its
+        device state is unknown): restart the server to serve it again."""
+        log.critical("%s: worker thread died: %r", self.name, exc, exc_info=exc)
+        error = ModelFailedError(f"model '{self.name}' stopped: its worker thread died ({type(exc).__name__})",
+                                 param="model")
+        if self.on_death is not None:  # first: a client answered next must see the model failed
+            self.on_death(error)
+        with self.cond:
+            self.dead = error
+            items = list(self.current) + list(self.inbox) + list(self.running)
+            for queue in self.queues.values():
+                items += queue.take_all()
+            self.inbox.clear()
+            self.running.clear()
+        for item in items:
+            item.fail(error)
 
     def _serve_once(self) -> None:
         with self.cond:
@@ -148,7 +181,9 @@ class DeviceWorker:
             if queue:
                 self.metrics.depth(queue.op.name, queue.queued)
         if batch:
+            self.current = batch
             self._run_batch(queue.op, batch)
+            self.current = []
         if self.decode is not None and self.decode.busy and not self.stopping:
             self._decode_step()
 

@@ -32,8 +32,8 @@ async def caption(runner, pixels: torch.Tensor, *, prompt=None, params: Generati
     engine.require("caption")
     params.validate()
     n = pixels.shape[0]
-    prompts = [engine.tokenizer.encode_prompt(engine.default_prompt if p is None else p)
-               for p in _as_list(prompt, n, "prompt")]
+    prompts = await runner.offload(lambda: [engine.tokenizer.encode_prompt(engine.default_prompt if p is None else p)
+                                            for p in _as_list(prompt, n, "prompt")])
     states = await runner.encode_images(pixels)
     groups = engine.make_groups(list(states), [states.shape[1]] * n, prompts, [params] * n)
     results = await runner.generate(groups)
@@ -47,7 +47,7 @@ async def embed(runner, pixels: torch.Tensor | None = None, texts: list[str] | N
     if pixels is None and not texts:
         raise InvalidInputError("give images, texts or both", param="images")
     if texts:
-        engine.tokenizer.validate(list(texts))
+        await runner.offload(engine.tokenizer.validate, list(texts))
     images = None
     if pixels is not None:
         images = await runner.image_embeddings(await runner.encode_images(pixels))
@@ -65,7 +65,7 @@ async def score(runner, pixels: torch.Tensor, texts: list[str], heads=("itc",)) 
         raise InvalidInputError("at least one text is required", param="texts")
     for h in heads:
         engine.require("embed" if h == "itc" else "itm")
-    engine.tokenizer.validate(list(texts))
+    await runner.offload(engine.tokenizer.validate, list(texts))
     states = await runner.encode_images(pixels)
     out = {}
     if "itc" in heads:
@@ -93,13 +93,13 @@ async def rank(runner, *, query_pixels=None, query_text=None, candidate_pixels=N
     if query_pixels is not None:
         if not candidate_texts:
             raise InvalidInputError("an image query ranks candidate texts", param="candidates")
-        engine.tokenizer.validate(list(candidate_texts), "candidates")
+        await runner.offload(engine.tokenizer.validate, list(candidate_texts), "candidates")
         states = await runner.encode_images(query_pixels)
         itc = ((await runner.image_embeddings(states)) @ (await runner.text_embeddings(candidate_texts)).T)[0]
     else:
         if candidate_pixels is None:
             raise InvalidInputError("a text query ranks candidate images", param="candidates")
-        engine.tokenizer.validate([query_text], "query")
+        await runner.offload(engine.tokenizer.validate, [query_text], "query")
         states = await runner.encode_images(candidate_pixels)
         itc = (await runner.image_embeddings(states)) @ (await runner.text_embeddings([query_text]))[0]
     shortlist = torch.argsort(itc, descending=True, stable=True)[: k_itc].tolist()
@@ -124,9 +124,9 @@ async def vqa(runner, pixels: torch.Tensor, questions: list[str], *, params: Gen
     if candidates is not None and not candidates:
         raise InvalidInputError("candidates, when given, must not be empty", param="candidates")
     params.validate()
-    engine.tokenizer.validate(list(questions), "questions")
+    await runner.offload(engine.tokenizer.validate, list(questions), "questions")
     if candidates:
-        engine.tokenizer.validate(list(candidates), "candidates")
+        await runner.offload(engine.tokenizer.validate, list(candidates), "candidates")
     states = await runner.encode_images(pixels)
     q_states, q_lengths = await runner.encode_questions(states, list(questions))
     if candidates:
@@ -163,12 +163,12 @@ async def capfilt(runner, pixels: torch.Tensor, web_texts: list[list[str]] | Non
         raise InvalidInputError("threshold must be between 0 and 1", param="threshold")
     for i, texts in enumerate(web):
         if texts:
-            engine.tokenizer.validate(texts, f"texts[{i}]")
+            await runner.offload(engine.tokenizer.validate, texts, f"texts[{i}]")
     states = await runner.encode_images(pixels)
     synthetic = [[] for _ in range(n)]
     if num_synthetic > 0:
         params = params.replace(num_return=num_synthetic).validate()
-        prompt = engine.tokenizer.encode_prompt(engine.default_prompt)
+        prompt = await runner.offload(engine.tokenizer.encode_prompt, engine.default_prompt)
         groups = engine.make_groups(list(states), [states.shape[1]] * n, [prompt] * n, [params] * n)
         synthetic = [[engine.decode_text(h.tokens) for h in hyps] for hyps in await runner.generate(groups)]
     candidates = [[(t, "web") for t in w] + [(t, "synthetic") for t in s if t] for w, s in zip(web, synthetic)]

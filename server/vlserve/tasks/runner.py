@@ -10,6 +10,9 @@ class DirectRunner:
     def __init__(self, engine: BlipEngine):
         self.engine = engine
 
+    async def offload(self, fn, *args):
+        return fn(*args)
+
     async def encode_images(self, pixels):
         return self.engine.encode_images(pixels)
 

@@ -7,7 +7,9 @@ from dataclasses import dataclass, fields, replace
 
 from ...errors import InvalidInputError
 
+# hard limits; a server may set lower ones (its settings), passed to `validate`
 MAX_BEAMS = 16
+MAX_NEW_TOKENS = 512
 MAX_RETURN = 16
 # Ranges inside which a decode step cannot overflow: logits / temperature and
 # logits * repetition_penalty stay finite in fp32, gen_len ** length_penalty stays finite,
@@ -41,7 +43,10 @@ class GenerationParams:
         known = {f.name for f in fields(self)}
         return replace(self, **{k: v for k, v in changes.items() if k in known and v is not None})
 
-    def validate(self) -> "GenerationParams":
+    def validate(self, max_new_tokens: int = MAX_NEW_TOKENS, max_beams: int = MAX_BEAMS) -> "GenerationParams":
+        """Raise InvalidInputError naming the first bad field; the limits are the caller's."""
+        max_new_tokens, max_beams = min(max_new_tokens, MAX_NEW_TOKENS), min(max_beams, MAX_BEAMS)
+
         def bad(param, why):
             raise InvalidInputError(f"{param} {why}", param=param)
 
@@ -49,12 +54,12 @@ class GenerationParams:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value):
                 bad(name, f"must be a finite number, got {value!r}")
-        if not 1 <= self.max_new_tokens <= 512:
-            bad("max_new_tokens", "must be between 1 and 512")
+        if not 1 <= self.max_new_tokens <= max_new_tokens:
+            bad("max_new_tokens", f"must be between 1 and {max_new_tokens}")
         if not 0 <= self.min_new_tokens <= self.max_new_tokens:
             bad("min_new_tokens", "must be between 0 and max_new_tokens")
-        if not 1 <= self.num_beams <= MAX_BEAMS:
-            bad("num_beams", f"must be between 1 and {MAX_BEAMS}")
+        if not 1 <= self.num_beams <= max_beams:
+            bad("num_beams", f"must be between 1 and {max_beams}")
         if not 1 <= self.num_return <= MAX_RETURN:
             bad("num_captions", f"must be between 1 and {MAX_RETURN}")
         for name, (low, high) in RANGES.items():
