@@ -57,7 +57,7 @@ class EncodedImages:
 async def read_images(gw, refs: list[str] | None, uploads: dict, param: str) -> EncodedImages | None:
     """Bytes of every image and their headers' checks, before the request's deadline
     starts counting: a bad image is always 4xx, whatever `timeout_s` says."""
-    if refs is None:
+    if not refs:  # absent or empty: the task says whether it needs images
         return None
     settings = gw.settings
     blobs = await images_of(refs, settings, uploads, param)

@@ -59,8 +59,7 @@ def _parse_json(raw: bytes, schema: type[M], settings: Settings) -> M:
         raise InvalidInputError(f"body is not valid JSON: {_plain(str(exc))}") from None
     if not isinstance(data, dict):
         raise InvalidInputError("body must be a JSON object")
-    check_strings(data, settings)
-    return _validate(schema, data)
+    return _validate(schema, data, settings)
 
 
 def _parse_form(fields: list[tuple[str, str]], schema: type[M], settings: Settings) -> M:
@@ -79,17 +78,21 @@ def _parse_form(fields: list[tuple[str, str]], schema: type[M], settings: Settin
             raise InvalidInputError(f"field '{key}' was given {len(values)} times", param=key)
         values = [v if v.startswith(UPLOAD) else _convert(v, item_type) for v in values]
         out[key] = values if is_list else values[0]
-    check_strings(out, settings)
-    return _validate(schema, out)
+    return _validate(schema, out, settings)
 
 
-def _validate(schema: type[M], data: dict) -> M:
+def _validate(schema: type[M], data: dict, settings: Settings) -> M:
+    """Valid Unicode first (an error message may quote a field name), then the schema
+    (422), then the server's limits on the texts."""
+    check_strings(data, settings, limits=False)
     try:
-        return schema.model_validate(data, strict=True)
+        body = schema.model_validate(data, strict=True)
     except ValidationError as exc:
         first = exc.errors()[0]
         param = ".".join(str(p) for p in first["loc"]) or None
         raise SchemaError(f"{param or 'body'}: {first['msg']}", param=param) from None
+    check_strings(data, settings)
+    return body
 
 
 def _scalar_type(annotation) -> tuple[type | None, bool]:
@@ -117,10 +120,10 @@ def _convert(value: str, kind: type | None):
     return value
 
 
-def check_strings(data: dict, settings: Settings) -> None:
-    """Every string is valid Unicode (no lone surrogates) and, outside image fields, at most
-    max_text_chars long; every list of texts at most max_texts long. Cheap, and done before
-    any tokeniser sees the text."""
+def check_strings(data: dict, settings: Settings, limits: bool = True) -> None:
+    """Every string is valid Unicode (no lone surrogates) and (with `limits`), outside image
+    fields, at most max_text_chars long; every list of texts at most max_texts long. Cheap,
+    and done before any tokeniser sees the text."""
     stack = [(value, key, 1) for key, value in data.items()]
     while stack:
         value, param, depth = stack.pop()
@@ -128,7 +131,7 @@ def check_strings(data: dict, settings: Settings) -> None:
             raise InvalidInputError("body nests lists too deeply", param=param)
         image = param.split("[")[0] in IMAGE_FIELDS
         if isinstance(value, str):
-            if not image and len(value) > settings.max_text_chars:
+            if limits and not image and len(value) > settings.max_text_chars:
                 raise InvalidInputError(f"text is {len(value)} characters; the limit is {settings.max_text_chars}",
                                         param=param)
             try:
@@ -136,7 +139,7 @@ def check_strings(data: dict, settings: Settings) -> None:
             except UnicodeEncodeError:
                 raise InvalidInputError("text is not valid Unicode (lone surrogate)", param=param) from None
         elif isinstance(value, list):
-            if not image and len(value) > settings.max_texts:
+            if limits and not image and len(value) > settings.max_texts:
                 raise PayloadTooLargeError(f"{len(value)} items in '{param}'; the limit is {settings.max_texts}",
                                            param=param)
             stack += [(v, f"{param}[{i}]", depth + 1) for i, v in enumerate(value)]

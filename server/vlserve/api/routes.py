@@ -18,7 +18,7 @@ from .schemas import (AnswerOut, CapfiltRequest, CapfiltResponse, CaptionOut, Ca
                       VqaResponse)
 
 router = APIRouter(prefix="/v1")
-ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 415, 422, 503, 504)}
+ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 404, 408, 413, 415, 422, 500, 503, 504)}
 
 
 def _doc(schema) -> dict:
