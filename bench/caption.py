@@ -18,11 +18,12 @@ import torch
 
 from common import interleaved, machine, random_blip_folder, save
 
-from vlserve.engine.blip_engine import BlipEngine, EngineOptions
+from vlserve.families.blip.engine import BlipEngine, BlipOptions, EngineOptions
 from vlserve.engine.generation.params import GenerationParams
-from vlserve.models.blip.model import Components
-from vlserve.tasks import blip_tasks
-from vlserve.tasks.runner import DirectRunner
+from vlserve.families.blip.model import Components
+from vlserve.scheduling.runner import DirectRunner
+from vlserve.tasks.caption import caption
+from vlserve.tasks.models import TaskModel
 
 
 def sync(device):
@@ -50,15 +51,15 @@ def main():
     folder = Path(args.folder or Path(tempfile.gettempdir()) / f"vlserve-bench-caption-{args.arch}")
     random_blip_folder(folder, args.arch, Components(text_decoder=True))
 
-    eng = BlipEngine(folder, EngineOptions(device=args.device, dtype=args.dtype, attention=args.attention,
-                                           cross_attention=args.cross))
+    eng = BlipEngine(folder, EngineOptions(device=args.device, dtype=args.dtype, attention=args.attention),
+                     BlipOptions(cross_attention=args.cross))
     size = eng.model.config.vision.image_size
     pixels = torch.randn(args.batch, 3, size, size)
     params = GenerationParams(max_new_tokens=args.tokens, min_new_tokens=args.tokens, num_beams=args.beams)
-    runner = DirectRunner(eng)
+    model = TaskModel("bench", DirectRunner(eng), eng.capabilities)
 
     def ours_total():
-        asyncio.run(blip_tasks.caption(runner, pixels, params=params))
+        asyncio.run(caption(model, pixels, params=params))
         sync(args.device)
 
     def ours_vision():

@@ -15,10 +15,10 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "server"))
 
-from vlserve.engine.blip_saver import save_blip  # noqa: E402
-from vlserve.engine.tokenizer import wordpiece_tokenizer  # noqa: E402
-from vlserve.models.blip.config import preset  # noqa: E402
-from vlserve.models.blip.model import Blip, Components  # noqa: E402
+from vlserve.families.blip.saver import save_blip  # noqa: E402
+from vlserve.families.blip.tokenizer import wordpiece_tokenizer  # noqa: E402
+from vlserve.families.blip.config import preset  # noqa: E402
+from vlserve.families.blip.model import Blip, Components  # noqa: E402
 
 
 def random_blip_folder(folder: Path, arch: str, components: Components, seed: int = 0) -> Path:

@@ -29,14 +29,14 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from common import ROOT, interleaved, machine, random_blip_folder, save  # noqa: E402
 
-from vlserve.engine.blip_engine import BlipEngine, EngineOptions  # noqa: E402
-from vlserve.engine.blip_saver import save_blip  # noqa: E402
-from vlserve.engine.onnx.export import export_graphs, file_name, missing_exports  # noqa: E402
-from vlserve.engine.onnx.graphs import graph_spec  # noqa: E402
+from vlserve.families.blip.engine import BlipEngine, EngineOptions  # noqa: E402
+from vlserve.families.blip.saver import save_blip  # noqa: E402
+from vlserve.families.blip.onnx.export import export_graphs, file_name, missing_exports  # noqa: E402
+from vlserve.families.blip.onnx.graphs import graph_spec  # noqa: E402
 from vlserve.engine.onnx.runtime import LEVELS, OrtGraph, OrtOptions  # noqa: E402
-from vlserve.engine.tokenizer import wordpiece_tokenizer  # noqa: E402
-from vlserve.models.blip.config import preset  # noqa: E402
-from vlserve.models.blip.model import Blip, Components  # noqa: E402
+from vlserve.families.blip.tokenizer import wordpiece_tokenizer  # noqa: E402
+from vlserve.families.blip.config import preset  # noqa: E402
+from vlserve.families.blip.model import Blip, Components  # noqa: E402
 
 COMPONENTS = Components(text_encoder=True, text_encoder_cross=True, projections=True, itm_head=True)
 GRAPHS = ("vision", "text")

@@ -18,8 +18,8 @@ import torch.nn.functional as F
 
 from common import interleaved, machine, random_blip_folder, save
 
-from vlserve.engine.blip_engine import BlipEngine, EngineOptions
-from vlserve.models.blip.model import Components
+from vlserve.families.blip.engine import BlipEngine, EngineOptions
+from vlserve.families.blip.model import Components
 
 
 def main():
@@ -71,7 +71,7 @@ def main():
     cases = {
         "image_embeddings": (lambda: eng.image_embeddings(eng.encode_images(pixels)), hf_image),
         "text_embeddings": (lambda: eng.text_embeddings(texts), hf_text),
-        "itm_pairs": (lambda: eng.itm(states, texts), hf_itm),
+        "itm_pairs": (lambda: eng.match(states, texts), hf_itm),
     }
     results = {}
     for name, (ours, theirs) in cases.items():

@@ -26,7 +26,7 @@ from PIL import Image
 
 from common import ROOT, machine, random_blip_folder, save
 
-from vlserve.models.blip.model import Components
+from vlserve.families.blip.model import Components
 
 
 def free_port() -> int:

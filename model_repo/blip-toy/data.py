@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from vlserve.engine.images import ImageProcessor
-from vlserve.engine.tokenizer import BlipTokenizer
+from vlserve.families.blip.tokenizer import BlipTokenizer
 from vlserve.shapes import COLORS, SHAPES, SIZES, Scene, questions, render, sample_scene
 from vlserve.shapes.world import caption_of
 

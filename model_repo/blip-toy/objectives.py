@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from vlserve.models.blip.model import Blip
+from vlserve.families.blip.model import Blip
 
 LABEL_SMOOTHING = 0.1  # BLIP's captioning loss
 

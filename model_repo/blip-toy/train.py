@@ -27,11 +27,11 @@ sys.path.insert(0, str(HERE))
 from data import CAPTION_LEN, make_batch  # noqa: E402
 from objectives import BlipObjectives, init_weights  # noqa: E402
 
-from vlserve.engine.blip_saver import save_blip  # noqa: E402
+from vlserve.families.blip.saver import save_blip  # noqa: E402
 from vlserve.engine.images import CLIP_MEAN, CLIP_STD, ImageProcessor  # noqa: E402
-from vlserve.engine.tokenizer import BlipTokenizer, wordpiece_tokenizer  # noqa: E402
-from vlserve.models.blip.config import BlipConfig, TextConfig, VisionConfig  # noqa: E402
-from vlserve.models.blip.model import Blip, Components  # noqa: E402
+from vlserve.families.blip.tokenizer import BlipTokenizer, wordpiece_tokenizer  # noqa: E402
+from vlserve.families.blip.config import BlipConfig, TextConfig, VisionConfig  # noqa: E402
+from vlserve.families.blip.model import Blip, Components  # noqa: E402
 from vlserve.shapes import CANVAS, vocabulary  # noqa: E402
 
 ALL = Components(text_encoder=True, text_encoder_cross=True, projections=True, itm_head=True,

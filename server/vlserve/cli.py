@@ -1,4 +1,5 @@
-"""The `vlserve` command: one-shot tasks on a model folder (JSON on stdout)."""
+"""The `vlserve` command: serve a repository, one-shot tasks on a model folder (JSON on
+stdout), and tools for model folders (export-onnx, merge, shapes)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,10 @@ import argparse
 import dataclasses
 import json
 import sys
+import typing
+from pathlib import Path
 
+from .engine.generation.params import GenerationOptions
 from .errors import VlserveError
 
 
@@ -16,10 +20,15 @@ def _model(args):
     return load_model(args.model, device=args.device, dtype=args.dtype, attention=args.attention)
 
 
+def _family(folder: str):
+    from .repository import registry
+    from .repository.spec import ModelSpec
+
+    return registry.family(ModelSpec.from_folder(Path(folder)).family)
+
+
 def _caption(args):
-    kwargs = {k: getattr(args, k) for k in ("max_new_tokens", "min_new_tokens", "num_beams", "do_sample",
-                                            "top_p", "top_k", "temperature", "seed", "repetition_penalty")
-              if getattr(args, k) is not None}
+    kwargs = {k: getattr(args, k) for k in GenerationOptions.model_fields if getattr(args, k) is not None}
     caps = _model(args).caption(args.images, prompt=args.prompt, num_captions=args.num_captions, **kwargs)
     return [{"image": str(p), "captions": [dataclasses.asdict(c) for c in cs]} for p, cs in zip(args.images, caps)]
 
@@ -33,6 +42,23 @@ def _vqa(args):
 def _score(args):
     out = _model(args).score([args.image], args.texts, heads=args.heads)
     return {head: m[0].tolist() for head, m in out.items()} | {"texts": args.texts}
+
+
+def _export_onnx(args):
+    graphs = [g.strip() for g in args.graphs.split(",") if g.strip()] if args.graphs else None
+    return _family(args.model).export_onnx(Path(args.model), graphs, Path(args.out) if args.out else None,
+                                           args.dtype)
+
+
+def _merge(args):
+    families = {_family(f).name for f in args.folders}
+    if len(families) != 1:
+        from .errors import InvalidInputError
+
+        raise InvalidInputError(f"merge needs folders of one family; these are {', '.join(sorted(families))}",
+                                param="folders")
+    return _family(args.folders[0]).merge(Path(args.out), [Path(f) for f in args.folders],
+                                          prefer_first=args.prefer_first)
 
 
 def _serve(args):
@@ -53,6 +79,17 @@ def _add_model_args(p):
     p.add_argument("--attention", default="auto", choices=["auto", "eager", "sdpa", "triton"])
 
 
+def _add_generation_args(p):
+    """One flag per generation field (GenerationOptions is their one declaration)."""
+    for name, field in GenerationOptions.model_fields.items():
+        kind = next(a for a in typing.get_args(field.annotation) if a is not type(None))
+        flag = "--" + name.replace("_", "-")
+        if kind is bool:
+            p.add_argument(flag, action="store_true", default=None)
+        else:
+            p.add_argument(flag, type=kind, help=field.description)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vlserve", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -67,26 +104,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level")
     p.set_defaults(run=_serve)
 
-    from .engine.onnx.command import register as register_export_onnx
     from .shapes.command import register as register_shapes
 
     register_shapes(sub)
-    register_export_onnx(sub)
+
+    p = sub.add_parser("export-onnx", help="export encoder graphs to ONNX (checked against torch)")
+    p.add_argument("model", help="model folder")
+    p.add_argument("--graphs", default=None,
+                   help="comma-separated, e.g. vision,text,fusion (default: every encoder graph the weights hold)")
+    p.add_argument("--out", default=None, help="folder for the .onnx files and manifest (default: MODEL/onnx)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "fp32", "fp16"],
+                   help="float16 is meant for GPU providers")
+    p.set_defaults(run=_export_onnx)
+
+    p = sub.add_parser("merge", help="write one folder holding the union of several checkpoints of one family")
+    p.add_argument("out", help="the folder to write (must not exist)")
+    p.add_argument("folders", nargs="+", help="the checkpoints, e.g. a captioning, a retrieval and a VQA folder")
+    p.add_argument("--prefer-first", action="store_true",
+                   help="where two folders hold different weights for the same part, keep the first's "
+                        "(the others' tasks then run on weights they were not trained with)")
+    p.set_defaults(run=_merge)
 
     p = sub.add_parser("caption", help="caption images")
     _add_model_args(p)
     p.add_argument("images", nargs="+")
     p.add_argument("--prompt", default=None)
     p.add_argument("--num-captions", type=int, default=1)
-    p.add_argument("--max-new-tokens", type=int)
-    p.add_argument("--min-new-tokens", type=int)
-    p.add_argument("--num-beams", type=int)
-    p.add_argument("--do-sample", action="store_true", default=None)
-    p.add_argument("--top-p", type=float)
-    p.add_argument("--top-k", type=int)
-    p.add_argument("--temperature", type=float)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--repetition-penalty", type=float)
+    _add_generation_args(p)
     p.set_defaults(run=_caption)
 
     p = sub.add_parser("vqa", help="answer a question about an image")
@@ -94,8 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("image")
     p.add_argument("question")
     p.add_argument("--candidates", nargs="*", help="rank these answers instead of generating one")
-    p.add_argument("--num-beams", type=int, default=1)
-    p.add_argument("--max-new-tokens", type=int, default=10)
+    p.add_argument("--num-beams", type=int, default=None)
+    p.add_argument("--max-new-tokens", type=int, default=None)
     p.set_defaults(run=_vqa)
 
     p = sub.add_parser("score", help="ITC / ITM scores of an image against texts")

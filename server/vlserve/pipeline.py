@@ -4,19 +4,30 @@
     model = vlserve.load_model("model_repo/blip-toy")
     model.caption(["cat.jpg"])        # [[Caption(text=..., tokens=[...], logprob=...)]]
 
-Images may be paths, bytes or PIL images.
+Images may be paths, bytes or PIL images. The same tasks run as in the server (tasks/),
+with the engine called inline instead of through the batching worker.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 from pathlib import Path
 
-from .engine.blip_engine import BlipEngine, EngineOptions
+from .engine.family import Capabilities, EngineOptions, FamilyEngine
 from .engine.generation.params import GenerationParams
-from .tasks import blip_tasks
-from .tasks.runner import DirectRunner
+from .repository import registry
+from .repository.spec import ModelSpec
+from .scheduling.runner import DirectRunner
+from .tasks import defaults
+from .tasks.capfilt import capfilt as capfilt_task
+from .tasks.caption import caption as caption_task
+from .tasks.models import TaskModel
+from .tasks.retrieval import embed as embed_task
+from .tasks.retrieval import rank as rank_task
+from .tasks.retrieval import score as score_task
+from .tasks.vqa import vqa as vqa_task
 
 
 def _run(coro):
@@ -30,14 +41,17 @@ def _run(coro):
 
 
 class Pipeline:
-    def __init__(self, engine: BlipEngine, generation: GenerationParams = GenerationParams()):
+    def __init__(self, engine: FamilyEngine, name: str = "model", caption: GenerationParams = defaults.CAPTION,
+                 vqa: GenerationParams = defaults.VQA, answers: tuple[str, ...] = ()):
         self.engine = engine
-        self.runner = DirectRunner(engine)
-        self.generation = generation
+        caps = engine.capabilities
+        self.capabilities: Capabilities = dataclasses.replace(caps, answers=caps.answers or tuple(answers))
+        self.model = TaskModel(name, DirectRunner(engine), self.capabilities)
+        self.caption_defaults, self.vqa_defaults = caption, vqa
 
     @property
     def tasks(self) -> tuple[str, ...]:
-        return self.engine.tasks
+        return self.capabilities.tasks
 
     def _params(self, base: GenerationParams, options: dict) -> GenerationParams:
         if "num_captions" in options:
@@ -47,44 +61,60 @@ class Pipeline:
             raise TypeError(f"unknown generation option(s): {', '.join(sorted(unknown))}")
         return base.replace(**options)
 
+    def _pixels(self, images):
+        return self.engine.pixels(list(images))
+
     def caption(self, images, prompt=None, **generation):
         """One list of captions per image (num_captions of them, best first for beams)."""
-        params = self._params(self.generation, generation)
-        return _run(blip_tasks.caption(self.runner, self.engine.pixels(list(images)), prompt=prompt,
-                                       params=params))
+        params = self._params(self.caption_defaults, generation)
+        return _run(caption_task(self.model, self._pixels(images), prompt=prompt, params=params))
 
     def embed_images(self, images):
-        return _run(blip_tasks.embed(self.runner, pixels=self.engine.pixels(list(images))))[0]
+        return _run(embed_task(self.model, pixels=self._pixels(images)))[0]
 
     def embed_texts(self, texts):
-        return _run(blip_tasks.embed(self.runner, texts=list(texts)))[1]
+        return _run(embed_task(self.model, texts=list(texts)))[1]
 
     def score(self, images, texts, heads=("itc", "itm")):
-        return _run(blip_tasks.score(self.runner, self.engine.pixels(list(images)), list(texts), heads))
+        return _run(score_task(self.model, self._pixels(images), list(texts), heads))
 
-    def rank(self, *, image=None, text=None, candidates, k_itc=16, top_k=10, use_itm=True):
-        """Rank candidate texts for an image query, or candidate images for a text query."""
-        kwargs = dict(k_itc=k_itc, top_k=top_k, use_itm=use_itm)
+    def rank(self, *, image=None, text=None, candidates, k_itc=16, top_k=10, rerank=None, reranker=None):
+        """Rank candidate texts for an image query, or candidate images for a text query;
+        `reranker` another Pipeline whose ITM re-ranks the ITC shortlist."""
+        kwargs = dict(k_itc=k_itc, top_k=top_k, rerank=rerank)
+        images = [image] if image is not None else list(candidates)
+        if reranker is not None:
+            kwargs |= dict(reranker=reranker.model, rerank_pixels=reranker._pixels(images))
         if image is not None:
-            return _run(blip_tasks.rank(self.runner, query_pixels=self.engine.pixels([image]),
-                                        candidate_texts=list(candidates), **kwargs))
-        return _run(blip_tasks.rank(self.runner, query_text=text,
-                                    candidate_pixels=self.engine.pixels(list(candidates)), **kwargs))
+            return _run(rank_task(self.model, query_pixels=self._pixels(images), candidate_texts=list(candidates),
+                                  **kwargs))
+        return _run(rank_task(self.model, query_text=text, candidate_pixels=self._pixels(images), **kwargs))
 
-    def capfilt(self, images, texts=None, num_synthetic=1, threshold=0.5, **generation):
-        """BLIP's CapFilt: web + sampled synthetic captions per image, each with its ITM verdict."""
-        base = self.generation.replace(do_sample=True, top_p=0.9, top_k=0)
-        params = self._params(base, generation)
-        return _run(blip_tasks.capfilt(self.runner, self.engine.pixels(list(images)), texts, params=params,
-                                       num_synthetic=num_synthetic, threshold=threshold))
+    def capfilt(self, images, texts=None, num_synthetic=1, threshold=0.5, filter=None, **generation):
+        """BLIP's CapFilt: web + sampled synthetic captions per image, each with its ITM verdict;
+        `filter` another Pipeline whose ITM judges them."""
+        params = self._params(self.caption_defaults.replace(**defaults.CAPFILT_SAMPLING), generation)
+        images = list(images)
+        judge = {} if filter is None else dict(filter=filter.model, filter_pixels=filter._pixels(images))
+        return _run(capfilt_task(self.model, self._pixels(images), texts, params=params,
+                                 num_synthetic=num_synthetic, threshold=threshold, **judge))
 
-    def vqa(self, images, questions, candidates=None, **generation):
-        params = self._params(self.generation.replace(max_new_tokens=10), generation)
-        return _run(blip_tasks.vqa(self.runner, self.engine.pixels(list(images)), list(questions),
-                                   params=params, candidates=candidates))
+    def vqa(self, images, questions, candidates=None, mode=None, **generation):
+        params = self._params(self.vqa_defaults, generation)
+        return _run(vqa_task(self.model, self._pixels(images), list(questions), params=params,
+                             candidates=candidates, mode=mode))
 
 
 def load_model(path: str | Path, *, device: str = "cpu", dtype: str = "float32", attention: str = "auto",
-               **options) -> Pipeline:
-    """Load a BLIP model folder (HF layout or original .pth) for direct use."""
-    return Pipeline(BlipEngine(path, EngineOptions(device=device, dtype=dtype, attention=attention, **options)))
+               **family_options) -> Pipeline:
+    """Load a model folder (any family; its model.toml's family table, generation defaults
+    and answer list apply). Keyword options go to the family's table (e.g. BLIP's
+    cross_attention, fusion_first_token, prompt)."""
+    folder = Path(path)
+    spec = ModelSpec.from_folder(folder)
+    family = registry.family(spec.family)
+    table = (spec.family_options.model_dump() if spec.family_options is not None else {}) | family_options
+    engine = family.load(folder, EngineOptions(device=device, dtype=dtype, attention=attention),
+                         family.options(table))
+    return Pipeline(engine, spec.name, caption=defaults.CAPTION.replace(**spec.generation.caption.given()),
+                    vqa=defaults.VQA.replace(**spec.generation.vqa.given()), answers=tuple(spec.vqa.answers))

@@ -99,14 +99,14 @@ async def test_cancelled_request_frees_its_work(repo):
         worker = live.gateway.repository.models["toy"].worker
         for _ in range(200):
             await asyncio.sleep(0.01)
-            if worker.running:
+            if worker.decoders.running:
                 break
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         for _ in range(200):
-            if worker.pending == 0 and not worker.decode.busy:
+            if worker.pending == 0 and not worker.decoders.busy:
                 break
             await asyncio.sleep(0.01)
-        assert worker.pending == 0 and not worker.decode.busy
+        assert worker.pending == 0 and not worker.decoders.busy
         r = await live.client.post("/v1/caption", json={"model": "toy", "images": images(1)})
         assert r.status_code == 200

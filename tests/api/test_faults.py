@@ -113,8 +113,8 @@ async def test_server_decode_budget_is_never_exceeded(repo, monkeypatch):
 
         monkeypatch.setattr(engine, "pixels", watched)
         img = b64(png((10, 20, 30), (1000, 1000)))
-        responses = await asyncio.gather(*(live.client.post("/v1/embeddings", json={"model": "toy", "images": [img] * 4})
-                                           for _ in range(3)))
+        body = {"model": "toy", "images": [img] * 4}
+        responses = await asyncio.gather(*(live.client.post("/v1/embeddings", json=body) for _ in range(3)))
         assert all(r.status_code == 200 for r in responses)
         assert len(peak) == 12 and max(peak) <= 2_000_000 and budget.used == 0
 
@@ -198,7 +198,7 @@ async def test_a_dying_worker_answers_each_request_once_and_the_model_stays_fail
                                     for im in images(2)))
         for _ in range(300):
             await asyncio.sleep(0.01)
-            if model.worker.running:
+            if model.worker.decoders.running:
                 break
         monkeypatch.setattr(model.engine, "encode_images", dying)
         dead = await live.client.post("/v1/embeddings", json={"model": "solo", "images": images(1)})

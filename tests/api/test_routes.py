@@ -21,9 +21,9 @@ async def test_models_lists_states(live):
     assert r.status_code == 200
     models = {m["name"]: m for m in r.json()["models"]}
     assert models["toy"]["state"] == "ready"
-    assert set(models["toy"]["tasks"]) == {"caption", "embed", "itm", "vqa", "capfilt"}
+    assert set(models["toy"]["tasks"]) == {"caption", "embed", "score", "rank", "vqa", "capfilt"}
     assert models["toy"]["graphs"] == ["vision", "text", "fusion", "decoder"]
-    assert models["toy"]["attention"] == "sdpa" and models["toy"]["device"] == "cpu"
+    assert models["toy"]["details"]["attention"] == "sdpa" and models["toy"]["device"] == "cpu"
     assert models["cap"]["tasks"] == ["caption"]
     assert models["broken"]["state"] == "failed" and "CheckpointError" in models["broken"]["error"]
 

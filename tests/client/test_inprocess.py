@@ -41,6 +41,11 @@ async def test_caption_and_vqa_match_the_raw_api(live, tmp_path):
         await same(live, got, "/v1/vqa", {"images": [b64(BLUE)], "questions": ["what color"], "rank_answers": True})
         assert {r.text for r in got.answers[0].ranked} == set(ANSWERS)
 
+        got = await client.vqa(BLUE, "what color", candidates=["red", "blue"], mode="rank")
+        await same(live, got, "/v1/vqa", {"images": [b64(BLUE)], "questions": ["what color"],
+                                          "candidates": ["red", "blue"], "mode": "rank"})
+        assert {r.text for r in got.answers[0].ranked} == {"red", "blue"}
+
 
 async def test_retrieval_matches_the_raw_api(live):
     texts = ["red dog", "a cat", "blue"]
@@ -59,11 +64,18 @@ async def test_retrieval_matches_the_raw_api(live):
                                                      "top_k": 2})
         got = await client.rank(query_text="red", candidate_images=[RED, BLUE], rerank=False)
         assert sorted(r.index for r in got.results) == [0, 1] and all(r.itm is None for r in got.results)
+        got = await client.rank(query_image=RED, candidate_texts=texts, reranker="toy", rerank=True)
+        await same(live, got, "/v1/retrieval/rank", {"query_image": b64(RED), "candidate_texts": texts,
+                                                     "reranker": "toy", "rerank": True})
+        assert all(r.itm is not None for r in got.results)
 
         got = await client.capfilt(RED, texts=[["red dog", "a cat"]], num_synthetic=1, seed=1)
         await same(live, got, "/v1/capfilt", {"images": [b64(RED)], "texts": [["red dog", "a cat"]],
                                               "num_synthetic": 1, "seed": 1})
         assert [c.source for c in got.results[0]] == ["web", "web", "synthetic"]
+        got = await client.capfilt(RED, texts=[["red dog"]], num_synthetic=1, seed=1, captioner="toy", filter="toy")
+        await same(live, got, "/v1/capfilt", {"images": [b64(RED)], "texts": [["red dog"]], "num_synthetic": 1,
+                                              "seed": 1, "captioner": "toy", "filter": "toy"})
 
 
 async def test_admin_calls(live):
@@ -71,6 +83,11 @@ async def test_admin_calls(live):
         assert await client.health() and await client.ready()
         (toy,) = await client.models()
         assert toy.name == "toy" and toy.state == "ready" and "caption" in toy.tasks
+        assert set(toy.tasks) <= {"caption", "embed", "score", "rank", "vqa", "capfilt"}
+        assert toy.family and toy.warnings == [] and toy.capabilities.answers == ANSWERS
+        assert "itm" in toy.capabilities.score_heads and "rank" in toy.capabilities.vqa_modes
+        raw = await live.client.get("/v1/models")
+        assert [m.model_dump() for m in await client.models()] == raw.json()["models"]  # every field, unchanged
 
 
 @pytest.mark.parametrize("call, error, kind, param", [

@@ -36,7 +36,7 @@ def post(server, route: str, body: dict) -> dict:
 def test_default_repository_is_blip_toy(server):
     models = httpx.get(server.url + "/v1/models", timeout=10).json()["models"]
     toy = [m for m in models if m["name"] == "blip-toy"]
-    assert toy and set(toy[0]["tasks"]) >= {"caption", "embed", "itm", "vqa"}
+    assert toy and set(toy[0]["tasks"]) >= {"caption", "embed", "score", "rank", "vqa", "capfilt"}
 
 
 def test_captions_over_http(server, world):

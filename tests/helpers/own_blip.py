@@ -7,9 +7,9 @@ from pathlib import Path
 import torch
 
 from tests.helpers.tiny_blip import SEP_ID, VOCAB, randomize, write_support_files
-from vlserve.engine.blip_saver import save_blip
-from vlserve.models.blip.config import BlipConfig, TextConfig, VisionConfig
-from vlserve.models.blip.model import Blip, Components
+from vlserve.families.blip.saver import save_blip
+from vlserve.families.blip.config import BlipConfig, TextConfig, VisionConfig
+from vlserve.families.blip.model import Blip, Components
 
 ALL = Components(text_encoder=True, text_encoder_cross=True, projections=True, itm_head=True,
                  text_decoder=True, decoder_roles=("answer", "caption"))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from vlserve.engine.tokenizer import wordpiece_tokenizer
+from vlserve.families.blip.tokenizer import wordpiece_tokenizer
 
 WORDS = ("a picture of the cat dog red blue green small large circle square triangle left above what "
          "color is shape how many there yes no one two size on in with and photo ##s ##ing").split()

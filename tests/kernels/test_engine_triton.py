@@ -12,10 +12,10 @@ pytest.importorskip("triton")
 
 from tests.helpers.tiny_blip import TinySpec  # noqa: E402
 from tests.models.conftest import TinySet  # noqa: E402
-from vlserve.engine.blip_engine import BlipEngine, EngineOptions  # noqa: E402
+from vlserve.families.blip.engine import BlipEngine, BlipOptions, EngineOptions  # noqa: E402
 from vlserve.engine.generation.params import GenerationParams  # noqa: E402
-from vlserve.tasks import blip_tasks  # noqa: E402
-from vlserve.tasks.runner import DirectRunner  # noqa: E402
+from tests.helpers.tasks import task_model  # noqa: E402
+from vlserve.tasks.caption import caption as caption_task  # noqa: E402
 
 SPEC = TinySpec("kernel", vision_hidden=64, vision_heads=4, vision_layers=2, image_size=24, patch_size=8,
                 text_hidden=64, text_heads=2, text_layers=2, intermediate=48)
@@ -28,7 +28,8 @@ def tiny(tmp_path_factory):
 
 
 def engine(tiny, kind, cross="cached"):
-    eng = BlipEngine(tiny.folders[kind], EngineOptions(device=DEVICE, attention="triton", cross_attention=cross))
+    eng = BlipEngine(tiny.folders[kind], EngineOptions(device=DEVICE, attention="triton"),
+                     BlipOptions(cross_attention=cross))
     assert eng.backend.name == "triton"
     return eng
 
@@ -44,7 +45,7 @@ def test_vision_and_itm(tiny):
         ref_itm = hf(input_ids=ids, attention_mask=mask, pixel_values=px).itm_score.softmax(-1)[:, 1]
     states = eng.encode_images(px.to(DEVICE))
     torch.testing.assert_close(states.cpu(), ref_states, atol=1e-4, rtol=0)
-    torch.testing.assert_close(eng.itm(states, texts).cpu(), ref_itm, atol=1e-4, rtol=0)
+    torch.testing.assert_close(eng.match(states, texts).cpu(), ref_itm, atol=1e-4, rtol=0)
 
 
 @pytest.mark.parametrize("cross", ["cached", "absorbed"])
@@ -53,7 +54,7 @@ def test_generation_matches_transformers(tiny, cross, num_beams):
     eng = engine(tiny, "caption", cross)
     px = tiny.pixels(2, seed=1)
     params = GenerationParams(max_new_tokens=6, num_beams=num_beams)
-    ours = asyncio.run(blip_tasks.caption(DirectRunner(eng), px.to(DEVICE), prompt="a picture of", params=params))
+    ours = asyncio.run(caption_task(task_model(eng), px.to(DEVICE), prompt="a picture of", params=params))
     prompt = eng.tokenizer.encode_prompt("a picture of")
     with torch.no_grad():
         out = tiny.hf["caption"].generate(pixel_values=px, input_ids=torch.tensor([prompt + [3]] * 2),

@@ -29,7 +29,7 @@ def world():
 
 
 def test_folder_serves_every_task_from_one_checkpoint(toy):
-    assert set(toy.tasks) == {"caption", "embed", "itm", "vqa", "capfilt"}
+    assert set(toy.tasks) == {"caption", "embed", "score", "rank", "vqa", "capfilt"}
     toml = tomllib.loads((MODEL / "model.toml").read_text())
     assert toml["name"] == "blip-toy" and toml["family"] == "blip"
     assert sorted(toml["vqa"]["answers"]) == sorted(ANSWERS)

@@ -8,25 +8,28 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from tests.helpers.tiny_blip import VOCAB, randomize
-from vlserve.engine.blip_engine import BlipEngine, EngineOptions
-from vlserve.engine.blip_loader import original_state_dict
+from tests.helpers.tasks import task_model
+from vlserve.families.blip.engine import BlipEngine, BlipOptions, EngineOptions
+from vlserve.tasks.models import require
+from vlserve.families.blip.loader import original_state_dict
 from vlserve.errors import CheckpointError, UnsupportedTaskError
-from vlserve.models.blip.config import BlipConfig, TextConfig, VisionConfig
-from vlserve.models.blip.model import Blip, Components
+from vlserve.families.blip.config import BlipConfig, TextConfig, VisionConfig
+from vlserve.families.blip.model import Blip, Components
 
 
 @pytest.mark.parametrize("layout,tasks", [
     ("caption", {"caption"}),
-    ("retrieval", {"embed", "itm"}),
+    ("retrieval", {"embed", "score", "rank"}),
     ("vqa", {"vqa"}),
-    ("union", {"caption", "embed", "itm", "vqa", "capfilt"}),
+    ("union", {"caption", "embed", "score", "rank", "vqa", "capfilt"}),
 ])
 def test_layout_serves_exactly_its_tasks(tiny_pow2, layout, tasks):
     eng = BlipEngine(tiny_pow2.folders[layout], EngineOptions())
-    assert set(eng.tasks) == tasks
-    for task in {"caption", "embed", "itm", "vqa"} - tasks:
+    assert set(eng.capabilities.tasks) == tasks
+    model = task_model(eng)
+    for task in {"caption", "embed", "score", "rank", "vqa", "capfilt"} - tasks:
         with pytest.raises(UnsupportedTaskError, match="it serves"):
-            eng.require(task)
+            require(model, task)
 
 
 def copy_folder(src, dst):
@@ -109,7 +112,7 @@ def test_original_pth_round_trip(tmp_path):
     assert eng.tokenizer.dec_id == VOCAB.index("[DEC]") and eng.tokenizer.sep_id == VOCAB.index("[SEP]")
     assert eng.default_prompt == "a picture of "
     # a pretraining-style checkpoint (retrieval heads beside the decoder): the decoder captions
-    assert set(eng.tasks) == {"caption", "embed", "itm", "capfilt"}
+    assert set(eng.capabilities.tasks) == {"caption", "embed", "score", "rank", "capfilt"}
     ours = eng.model.state_dict()
     for key, value in model.state_dict().items():
         assert torch.equal(ours[key], value), key
@@ -118,9 +121,9 @@ def test_original_pth_round_trip(tmp_path):
 
 
 def test_fusion_first_token_override(tiny_pow2):
-    eng = BlipEngine(tiny_pow2.folders["retrieval"], EngineOptions(fusion_first_token="[ENC]"))
+    eng = BlipEngine(tiny_pow2.folders["retrieval"], EngineOptions(), BlipOptions(fusion_first_token="[ENC]"))
     px = tiny_pow2.pixels(1)
     states = eng.encode_images(px)
-    enc = eng.itm(states, ["red dog"])
-    cls = BlipEngine(tiny_pow2.folders["retrieval"]).itm(states, ["red dog"])
+    enc = eng.match(states, ["red dog"])
+    cls = BlipEngine(tiny_pow2.folders["retrieval"]).match(states, ["red dog"])
     assert not torch.allclose(enc, cls)  # the first token does matter to ITM

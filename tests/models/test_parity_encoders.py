@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from vlserve.engine.blip_engine import BlipEngine, EngineOptions
+from vlserve.families.blip.engine import BlipEngine, EngineOptions
 
 ATOL = 1e-4
 TEXTS = ["a picture of the cat", "red dog", "two small blue circles on the left of a square"]
@@ -50,17 +50,17 @@ def test_itm_probability(tiny, backend):
     with torch.no_grad():
         ref = tiny.hf["retrieval"](input_ids=ids, attention_mask=mask, pixel_values=px,
                                    use_itm_head=True).itm_score.softmax(-1)[:, 1]
-    ours = eng.itm(eng.encode_images(px), TEXTS)
+    ours = eng.match(eng.encode_images(px), TEXTS)
     torch.testing.assert_close(ours, ref, atol=ATOL, rtol=0)
 
 
 def test_union_folder_matches_each_layout(tiny):
     """The union checkpoint serves every task with the same numbers as the single layouts."""
     eng = engine(tiny.folders["union"], "sdpa")
-    assert set(eng.tasks) == {"caption", "embed", "itm", "vqa", "capfilt"}
+    assert set(eng.capabilities.tasks) == {"caption", "embed", "score", "rank", "vqa", "capfilt"}
     assert set(eng.graphs) == {"vision", "text", "fusion", "decoder"}
     px = tiny.pixels(2, seed=3)
     ids, mask = eng.tokenizer.encode_batch(TEXTS[:2])
     with torch.no_grad():
         ref = tiny.hf["retrieval"](input_ids=ids, attention_mask=mask, pixel_values=px).itm_score.softmax(-1)[:, 1]
-    torch.testing.assert_close(eng.itm(eng.encode_images(px), TEXTS[:2]), ref, atol=ATOL, rtol=0)
+    torch.testing.assert_close(eng.match(eng.encode_images(px), TEXTS[:2]), ref, atol=ATOL, rtol=0)

@@ -6,10 +6,12 @@ import pytest
 import torch
 
 from tests.helpers.tiny_blip import SEP_ID
-from vlserve.engine.blip_engine import BlipEngine, EngineOptions
+from vlserve.families.blip.engine import BlipEngine, BlipOptions, EngineOptions
 from vlserve.engine.generation.params import GenerationParams
-from vlserve.tasks import blip_tasks
-from vlserve.tasks.runner import DirectRunner
+from tests.helpers.tasks import task_model
+from vlserve.engine.generation.loop import generate, make_groups
+from vlserve.tasks.caption import caption as caption_task
+from vlserve.tasks.vqa import vqa as vqa_task
 
 ATOL = 1e-4
 
@@ -27,7 +29,7 @@ def cross(request):
 
 
 def run_caption(eng, px, prompt, params):
-    return asyncio.run(blip_tasks.caption(DirectRunner(eng), px, prompt=prompt, params=params))
+    return asyncio.run(caption_task(task_model(eng), px, prompt=prompt, params=params))
 
 
 def test_decoder_logits_teacher_forced(tiny):
@@ -58,7 +60,7 @@ def test_generate_matches_transformers(tiny, setting, cross):
     setting = dict(setting)
     prompt = setting.pop("prompt")
     params = GenerationParams(**setting)
-    eng = BlipEngine(tiny.folders["caption"], EngineOptions(attention="sdpa", cross_attention=cross))
+    eng = BlipEngine(tiny.folders["caption"], EngineOptions(attention="sdpa"), BlipOptions(cross_attention=cross))
     px = tiny.pixels(4, seed=5)
     ours = run_caption(eng, px, prompt, params)
     prompt_ids = eng.tokenizer.encode_prompt(prompt)
@@ -96,8 +98,8 @@ def test_generate_matches_transformers(tiny, setting, cross):
 
 def _hyps(eng, px, prompt_ids, params):
     states = eng.encode_images(px)
-    groups = eng.make_groups(list(states), [states.shape[1]] * len(px), [prompt_ids] * len(px), [params] * len(px))
-    return eng.generate(groups)
+    groups = make_groups(eng.caption_decoder, eng.caption_sources(states), [prompt_ids] * len(px), [params] * len(px))
+    return generate(eng.caption_decoder, groups)
 
 
 def test_generation_settings_produce_varied_lengths(tiny_pow2):
@@ -113,10 +115,10 @@ QUESTIONS = ["what color is the cat", "how many dogs are there", "is there a red
 
 @pytest.mark.parametrize("num_beams", [1, 3])
 def test_vqa_answers_match_transformers(tiny, num_beams, cross):
-    eng = BlipEngine(tiny.folders["vqa"], EngineOptions(attention="sdpa", cross_attention=cross))
+    eng = BlipEngine(tiny.folders["vqa"], EngineOptions(attention="sdpa"), BlipOptions(cross_attention=cross))
     px = tiny.pixels(3, seed=6)
     params = GenerationParams(max_new_tokens=6, num_beams=num_beams)
-    ours = asyncio.run(blip_tasks.vqa(DirectRunner(eng), px, QUESTIONS, params=params))
+    ours = asyncio.run(vqa_task(task_model(eng), px, QUESTIONS, params=params))
     for i, q in enumerate(QUESTIONS):
         ids, mask = eng.tokenizer.encode_batch([q])  # one at a time: transformers attends padding
         with torch.no_grad():

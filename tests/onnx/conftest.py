@@ -10,7 +10,7 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")  # torch's ONNX exporter
 
 from tests.helpers.own_blip import make_folder, tiny_config  # noqa: E402
-from vlserve.engine.blip_engine import BlipEngine, EngineOptions  # noqa: E402
+from vlserve.families.blip.engine import BlipEngine, EngineOptions  # noqa: E402
 
 ONNX = ("vision", "text", "fusion")
 

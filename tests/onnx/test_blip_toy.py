@@ -10,7 +10,7 @@ import torch
 
 from tests.helpers.blip_toy import MODEL, held_out_world, needs_weights
 from vlserve import Pipeline
-from vlserve.engine.blip_engine import BlipEngine, EngineOptions
+from vlserve.families.blip.engine import BlipEngine, EngineOptions
 
 N = 16
 

@@ -1,6 +1,5 @@
 """`export-onnx` and the engine's export-on-first-load: files, manifest, checks, failure paths."""
 
-import argparse
 import json
 import os
 import shutil
@@ -10,16 +9,14 @@ import onnxruntime as ort
 import pytest
 
 from tests.helpers.own_blip import make_folder
-from vlserve.engine.blip_engine import BlipEngine, EngineOptions
-from vlserve.engine.onnx import export
-from vlserve.engine.onnx.command import register
+from vlserve.families.blip.engine import BlipEngine, EngineOptions
+from vlserve.cli import build_parser
 from vlserve.errors import CheckpointError, InvalidInputError
+from vlserve.families.blip.onnx import export
 
 
 def export_onnx(*argv) -> dict:
-    parser = argparse.ArgumentParser()
-    register(parser.add_subparsers())
-    args = parser.parse_args(["export-onnx", *map(str, argv)])
+    args = build_parser().parse_args(["export-onnx", *map(str, argv)])
     return json.loads(json.dumps(args.run(args)))  # what the CLI prints must be JSON
 
 
@@ -91,7 +88,7 @@ def test_fusion_without_itm_head_exports_hidden_states_only(tmp_path):
     """BLIP's VQA checkpoints hold the fusion encoder but no ITM head."""
     from tests.helpers.own_blip import tiny_config
     from tests.helpers.tiny_blip import randomize
-    from vlserve.models.blip.model import Blip, Components
+    from vlserve.families.blip.model import Blip, Components
 
     model = Blip(tiny_config(), Components(text_encoder=True, text_encoder_cross=True)).eval()
     randomize(model, 3)

@@ -5,7 +5,7 @@ import logging
 import pytest
 import torch
 
-from vlserve.engine.blip_engine import BlipEngine, EngineOptions
+from vlserve.families.blip.engine import BlipEngine, EngineOptions
 from vlserve.engine.onnx.runtime import OrtOptions, choose_providers
 from vlserve.errors import CheckpointError
 from vlserve.repository.spec import ModelSpec
@@ -42,7 +42,7 @@ def test_session_settings_are_applied(pow2):
 
 
 def spec(tmp_path, toml: str) -> ModelSpec:
-    (tmp_path / "model.toml").write_text(toml)
+    (tmp_path / "model.toml").write_text('family = "blip"\n' + toml)  # no weights here to sniff
     return ModelSpec.from_folder(tmp_path)
 
 

@@ -1,7 +1,7 @@
 import pytest
 
 from tests.helpers.own_blip import make_folder
-from vlserve.engine.blip_engine import BlipEngine
+from vlserve.families.blip.engine import BlipEngine
 
 
 @pytest.fixture(scope="session")

@@ -68,7 +68,7 @@ def neighbours(engine, states):
 @pytest.fixture(scope="module")
 def clean(engine, states):
     groups = neighbours(engine, states)
-    run(DecodeLoop(engine.model.text_decoder, SEP_ID), groups)
+    run(DecodeLoop(engine.caption_decoder), groups)
     return [tokens(g) for g in groups]
 
 
@@ -77,7 +77,7 @@ def clean(engine, states):
 def test_a_failing_decision_fails_only_its_group(engine, states, clean, params, kind):
     groups = neighbours(engine, states)
     bad = group(engine, states, 3, params, kind)
-    finished = run(DecodeLoop(engine.model.text_decoder, SEP_ID), groups[:2] + [bad] + groups[2:])
+    finished = run(DecodeLoop(engine.caption_decoder), groups[:2] + [bad] + groups[2:])
     assert isinstance(bad.error, Boom) and bad.results == [] and bad in finished
     assert all(g.error is None for g in groups)
     assert [tokens(g) for g in groups] == clean  # seeded samples included: generators were rewound
@@ -87,13 +87,13 @@ def test_a_failing_prefill_fails_only_its_group(engine, states, clean):
     groups = neighbours(engine, states)
     wrong = torch.randn(states.shape[1], states.shape[2] + 1)  # a source the decoder cannot read
     bad = make_group([engine.tokenizer.dec_id], GREEDY, wrong, wrong.shape[0])
-    run(DecodeLoop(engine.model.text_decoder, SEP_ID), [groups[0], bad, groups[1], groups[2]])
+    run(DecodeLoop(engine.caption_decoder), [groups[0], bad, groups[1], groups[2]])
     assert bad.error is not None and bad.results == []
     assert [tokens(g) for g in groups] == clean
 
 
 def test_a_failed_batch_step_reruns_its_groups(engine, states, clean, monkeypatch):
-    loop = DecodeLoop(engine.model.text_decoder, SEP_ID)
+    loop = DecodeLoop(engine.caption_decoder)
     groups = neighbours(engine, states)
     real, calls = type(loop.batch).step, []
 
@@ -111,7 +111,7 @@ def test_a_failed_batch_step_reruns_its_groups(engine, states, clean, monkeypatc
 
 
 def test_a_batch_step_that_always_fails_gives_up_after_one_rerun(engine, states, monkeypatch):
-    loop = DecodeLoop(engine.model.text_decoder, SEP_ID)
+    loop = DecodeLoop(engine.caption_decoder)
     groups = neighbours(engine, states)
 
     def broken(self):

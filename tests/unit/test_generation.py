@@ -12,8 +12,10 @@ from vlserve.engine.generation.loop import DecodeLoop
 from vlserve.engine.generation.params import GenerationParams
 from vlserve.engine.generation.processors import repetition_penalty, warp
 from vlserve.errors import InvalidInputError
-from vlserve.tasks import blip_tasks
-from vlserve.tasks.runner import DirectRunner
+from tests.helpers.tasks import task_model
+from vlserve.families.blip.decoder import BlipDecoderGraph
+from vlserve.engine.generation.loop import generate, make_groups
+from vlserve.tasks.caption import caption as caption_task
 
 
 def pixels(n, seed=0, size=32):
@@ -21,14 +23,14 @@ def pixels(n, seed=0, size=32):
 
 
 def caption(engine, px, prompt=None, **params):
-    return asyncio.run(blip_tasks.caption(DirectRunner(engine), px, prompt=prompt,
+    return asyncio.run(caption_task(task_model(engine), px, prompt=prompt,
                                           params=GenerationParams(**params)))
 
 
 def groups_for(engine, px, prompts, params):
     states = engine.encode_images(px)
     prompt_ids = [engine.tokenizer.encode_prompt(p) for p in prompts]
-    return engine.make_groups(list(states), [states.shape[1]] * len(px), prompt_ids, [params] * len(px))
+    return make_groups(engine.caption_decoder, engine.caption_sources(states), prompt_ids, [params] * len(px))
 
 
 # -- processors --------------------------------------------------------------------------
@@ -132,7 +134,7 @@ def test_beam_scores_are_length_penalised_logprobs(engine):
     px = pixels(3, seed=6)
     for lp in (0.0, 1.0, 2.0):
         caps = caption(engine, px, num_beams=3, num_return=3, length_penalty=lp, max_new_tokens=10)
-        hyps = engine.generate(groups_for(engine, px, [""] * 3, GenerationParams(
+        hyps = generate(engine.caption_decoder, groups_for(engine, px, [""] * 3, GenerationParams(
             num_beams=3, num_return=3, length_penalty=lp, max_new_tokens=10)))
         for per_image, caps_i in zip(hyps, caps):
             scores = [h.score for h in per_image]
@@ -182,8 +184,8 @@ def test_continuous_admission_equals_static(engine, cross):
     def fresh():
         return [make_group([engine.tokenizer.dec_id], p, states[i], states.shape[1]) for i, p in enumerate(params)]
 
-    alone = [engine.generate([g])[0] for g in fresh()]
-    loop = DecodeLoop(engine.model.text_decoder, SEP_ID, cross_mode=cross)
+    alone = [generate(engine.caption_decoder, [g])[0] for g in fresh()]
+    loop = DecodeLoop(BlipDecoderGraph(engine.model.text_decoder, SEP_ID, cross))
     staggered = fresh()
     with torch.inference_mode():
         for step in range(200):
@@ -201,8 +203,8 @@ def test_cancelled_group_leaves_others_untouched(engine):
     states = engine.encode_images(px)
     p = GenerationParams(max_new_tokens=10, min_new_tokens=10, num_beams=2)
     mk = lambda i: make_group([engine.tokenizer.dec_id], p, states[i], states.shape[1])
-    alone = [engine.generate([mk(i)])[0] for i in range(3)]
-    loop = DecodeLoop(engine.model.text_decoder, SEP_ID)
+    alone = [generate(engine.caption_decoder, [mk(i)])[0] for i in range(3)]
+    loop = DecodeLoop(engine.caption_decoder)
     groups = [mk(i) for i in range(3)]
     for g in groups:
         loop.add(g)

@@ -9,8 +9,10 @@ from tests.helpers.own_blip import make_folder
 from vlserve import load_model
 from vlserve.engine.generation.params import GenerationParams
 from vlserve.errors import InvalidInputError, UnsupportedTaskError
-from vlserve.tasks import blip_tasks
-from vlserve.tasks.runner import DirectRunner
+from tests.helpers.tasks import task_model
+from vlserve.tasks.capfilt import capfilt
+from vlserve.tasks.retrieval import embed, rank, score
+from vlserve.tasks.vqa import vqa
 
 TEXTS = ["red dog", "a picture of the cat", "two small blue circles", "yes", "green square on the left"]
 
@@ -24,83 +26,83 @@ def pixels(n, seed=0):
 
 
 def test_score_heads(engine):
-    r = DirectRunner(engine)
+    r = task_model(engine)
     px = pixels(2)
-    out = run(blip_tasks.score(r, px, TEXTS, heads=["itc", "itm"]))
+    out = run(score(r, px, TEXTS, heads=["itc", "itm"]))
     assert out["itc"].shape == (2, 5) and out["itm"].shape == (2, 5)
     assert out["itc"].abs().max() <= 1 + 1e-6
     states = engine.encode_images(px)
-    direct = engine.itm(states[1:2].expand(5, -1, -1), TEXTS)
+    direct = engine.match(states[1:2].expand(5, -1, -1), TEXTS)
     torch.testing.assert_close(out["itm"][1], direct, atol=1e-5, rtol=0)
     with pytest.raises(InvalidInputError):
-        run(blip_tasks.score(r, px, TEXTS, heads=["nope"]))
+        run(score(r, px, TEXTS, heads=["nope"]))
 
 
 def test_embeddings_are_normalised(engine):
-    img, txt = run(blip_tasks.embed(DirectRunner(engine), pixels(3), TEXTS))
+    img, txt = run(embed(task_model(engine), pixels(3), TEXTS))
     torch.testing.assert_close(img.norm(dim=-1), torch.ones(3))
     torch.testing.assert_close(txt.norm(dim=-1), torch.ones(5))
 
 
 def test_rank_texts_shortlists_by_itc_then_reranks_by_itm(engine):
-    r = DirectRunner(engine)
+    r = task_model(engine)
     px = pixels(1, seed=1)
-    itc = run(blip_tasks.score(r, px, TEXTS, heads=["itc"]))["itc"][0]
+    itc = run(score(r, px, TEXTS, heads=["itc"]))["itc"][0]
     shortlist = set(torch.topk(itc, 3).indices.tolist())
-    ranked = run(blip_tasks.rank(r, query_pixels=px, candidate_texts=TEXTS, k_itc=3, top_k=2))
+    ranked = run(rank(r, query_pixels=px, candidate_texts=TEXTS, k_itc=3, top_k=2))
     assert len(ranked) == 2
     assert {x.index for x in ranked} <= shortlist
     assert ranked[0].itm >= ranked[1].itm
-    plain = run(blip_tasks.rank(r, query_pixels=px, candidate_texts=TEXTS, k_itc=5, top_k=5, use_itm=False))
+    plain = run(rank(r, query_pixels=px, candidate_texts=TEXTS, k_itc=5, top_k=5, rerank=False))
     assert [x.index for x in plain] == torch.argsort(itc, descending=True).tolist()
     assert all(x.itm is None for x in plain)
 
 
 def test_rank_images_for_a_text(engine):
-    r = DirectRunner(engine)
+    r = task_model(engine)
     px = pixels(4, seed=2)
-    ranked = run(blip_tasks.rank(r, query_text="red dog", candidate_pixels=px, k_itc=4, top_k=4))
-    probs = engine.itm(engine.encode_images(px), ["red dog"] * 4)
+    ranked = run(rank(r, query_text="red dog", candidate_pixels=px, k_itc=4, top_k=4))
+    probs = engine.match(engine.encode_images(px), ["red dog"] * 4)
     assert [x.index for x in ranked] == torch.argsort(probs, descending=True).tolist()
 
 
 def test_rank_needs_exactly_one_query(engine):
     with pytest.raises(InvalidInputError):
-        run(blip_tasks.rank(DirectRunner(engine), candidate_texts=TEXTS))
+        run(rank(task_model(engine), candidate_texts=TEXTS))
 
 
 def test_vqa_padding_does_not_change_answers(engine):
-    r = DirectRunner(engine)
+    r = task_model(engine)
     px = pixels(3, seed=3)
     questions = ["what color is the dog", "how many", "is there a red square on the left"]
     params = GenerationParams(max_new_tokens=5, num_beams=2)
-    batched = run(blip_tasks.vqa(r, px, questions, params=params))
+    batched = run(vqa(r, px, questions, params=params))
     for i, q in enumerate(questions):
-        alone = run(blip_tasks.vqa(r, px[i:i + 1], [q], params=params))
+        alone = run(vqa(r, px[i:i + 1], [q], params=params))
         assert alone[0].tokens == batched[i].tokens
 
 
 def test_vqa_candidate_ranking(engine):
-    r = DirectRunner(engine)
+    r = task_model(engine)
     px = pixels(2, seed=4)
     cands = ["red", "blue", "two", "yes"]
-    answers = run(blip_tasks.vqa(r, px, ["what color is it", "is there a dog"], params=GenerationParams(),
+    answers = run(vqa(r, px, ["what color is it", "is there a dog"], params=GenerationParams(),
                                  candidates=cands))
     for i, a in enumerate(answers):
         assert sum(x.prob for x in a.ranked) == pytest.approx(1.0)
         assert a.text == a.ranked[0].text
         # the winner's log-likelihood, recomputed by hand with teacher forcing
         states = engine.encode_images(px[i:i + 1])
-        q, n = engine.encode_questions(states, [["what color is it", "is there a dog"][i]])
+        q = engine.question_sources(states, [["what color is it", "is there a dog"][i]])[0]
         ids = torch.tensor([[engine.tokenizer.dec_id] + a.tokens + [engine.tokenizer.sep_id]])
-        logits = engine.model.text_decoder(ids, torch.ones_like(ids), q[:, : n[0]])
+        logits = engine.model.text_decoder(ids, torch.ones_like(ids), q.states[None, : q.length])
         ll = logits.log_softmax(-1)[0, :-1].gather(1, ids[0, 1:, None]).sum().item()
         assert a.logprob == pytest.approx(ll, abs=1e-4)
 
 
 def test_vqa_needs_one_question_per_image(engine):
     with pytest.raises(InvalidInputError, match="one per image"):
-        run(blip_tasks.vqa(DirectRunner(engine), pixels(2), ["q"], params=GenerationParams()))
+        run(vqa(task_model(engine), pixels(2), ["q"], params=GenerationParams()))
 
 
 def test_python_api(tmp_path):
@@ -120,21 +122,21 @@ def test_python_api(tmp_path):
 
 def test_caption_only_checkpoint_refuses_other_tasks(tiny_caption_engine):
     with pytest.raises(UnsupportedTaskError, match="serves: caption"):
-        run(blip_tasks.score(DirectRunner(tiny_caption_engine), pixels(1), ["x"], heads=["itm"]))
+        run(score(task_model(tiny_caption_engine), pixels(1), ["x"], heads=["itm"]))
 
 
 def test_capfilt_scores_web_and_synthetic_captions(engine):
-    r = DirectRunner(engine)
+    r = task_model(engine)
     px = pixels(2, seed=5)
     web = [["red dog", "a cat"], []]
     params = GenerationParams(do_sample=True, seed=1, max_new_tokens=6)
-    out = run(blip_tasks.capfilt(r, px, web, params=params, num_synthetic=2, threshold=0.5))
+    out = run(capfilt(r, px, web, params=params, num_synthetic=2, threshold=0.5))
     assert [c.source for c in out[0]][:2] == ["web", "web"]
     assert sum(c.source == "synthetic" for c in out[0]) <= 2 and any(c.source == "synthetic" for c in out[1])
     # the verdicts are the filter's ITM probabilities, thresholded
     states = engine.encode_images(px)
-    itm = engine.itm(states[:1].expand(2, -1, -1), web[0])
+    itm = engine.match(states[:1].expand(2, -1, -1), web[0])
     for c, p in zip(out[0][:2], itm.tolist()):
         assert c.itm == pytest.approx(p, abs=1e-5) and c.kept == (p >= 0.5)
-    only_web = run(blip_tasks.capfilt(r, px, web, params=params, num_synthetic=0))
+    only_web = run(capfilt(r, px, web, params=params, num_synthetic=0))
     assert [[c.text for c in per] for per in only_web] == [web[0], []]

@@ -22,7 +22,7 @@ def double(engine, inputs):
 @pytest.fixture
 def worker(engine):
     w = DeviceWorker(engine, Limits(max_batch_size=4, max_queue_delay_ms=30, max_queue_size=6))
-    w.queues["double"] = GraphQueue(Op("double", double), w.limits)
+    w.queues["double"] = GraphQueue(Op("double", double, size=lambda x: 1, cut=None, join=None), w.limits)
     calls.clear()
     w.start()
     yield w

@@ -18,18 +18,18 @@ from ._exceptions import (APIConnectionError, APIStatusError, APITimeoutError, A
                           DeadlineExceededError, ImageFetchError, InternalServerError, NotFoundError,
                           PayloadTooLargeError, ServiceUnavailableError, UnprocessableEntityError,
                           UnsupportedMediaTypeError, VlserveError)
-from ._models import (Answer, CapfiltResponse, Caption, CaptionResponse, EmbeddingsResponse, FilteredCaption,
-                      GenerationOptions, ModelInfo, RankedAnswer, RankedItem, RankResponse, ScoreResponse, Usage,
-                      VqaResponse)
+from ._models import (Answer, Capabilities, CapfiltResponse, Caption, CaptionResponse, EmbeddingsResponse,
+                      FilteredCaption, GenerationOptions, ModelInfo, RankedAnswer, RankedItem, RankResponse,
+                      ScoreResponse, Usage, VqaResponse)
 from ._retry import Retry
 from ._version import __version__
 
 __all__ = [
     "APIConnectionError", "APIStatusError", "APITimeoutError", "Answer", "AsyncClient", "AuthenticationError",
-    "BadRequestError", "CapfiltResponse", "Caption", "CaptionResponse", "Client", "DeadlineExceededError",
-    "EmbeddingsResponse", "FilteredCaption", "GenerationOptions", "ImageFetchError", "InternalServerError",
-    "ItemResult", "ModelInfo", "NotFoundError", "PayloadTooLargeError", "RankResponse", "RankedAnswer",
-    "RankedItem", "Retry", "ScoreResponse", "ServiceUnavailableError", "UnprocessableEntityError",
+    "BadRequestError", "Capabilities", "CapfiltResponse", "Caption", "CaptionResponse", "Client",
+    "DeadlineExceededError", "EmbeddingsResponse", "FilteredCaption", "GenerationOptions", "ImageFetchError",
+    "InternalServerError", "ItemResult", "ModelInfo", "NotFoundError", "PayloadTooLargeError", "RankResponse",
+    "RankedAnswer", "RankedItem", "Retry", "ScoreResponse", "ServiceUnavailableError", "UnprocessableEntityError",
     "UnsupportedMediaTypeError", "Usage", "VlserveError", "VqaResponse", "__version__",
 ]
 

@@ -13,7 +13,7 @@ from ._bulk import ItemResult, arun_many
 from ._exceptions import APIConnectionError, APITimeoutError
 from ._images import ImageInput, Remote, adownload, as_list, to_wire
 from ._models import (CapfiltResponse, Caption, CaptionResponse, EmbeddingsResponse, GenerationOptions, Head, ModelInfo,
-                      RankResponse, ScoreResponse, VqaResponse)
+                      RankResponse, ScoreResponse, VqaMode, VqaResponse)
 from ._retry import Retry
 
 try:
@@ -102,20 +102,21 @@ class AsyncClient(BaseClient):
     async def rank(self, *, query_image: ImageInput | None = None, query_text: str | None = None,
                    candidate_texts: Sequence[str] | None = None,
                    candidate_images: Sequence[ImageInput] | None = None, top_k: int | None = None,
-                   k_itc: int | None = None, rerank: bool | None = None, model: str | None = None,
-                   timeout_s: float | None = None) -> RankResponse:
+                   k_itc: int | None = None, rerank: bool | None = None, reranker: str | None = None,
+                   model: str | None = None, timeout_s: float | None = None) -> RankResponse:
         return await self._call("rank", self._rank_request(
             query_text, candidate_texts, model=model, timeout_s=timeout_s, top_k=top_k, k_itc=k_itc, rerank=rerank,
+            reranker=reranker,
             query_image=(await self._wire([query_image]))[0] if query_image is not None else None,
             candidate_images=await self._wire(list(candidate_images)) if candidate_images is not None else None))
 
     async def vqa(self, images: ImageInput | Sequence[ImageInput], questions: str | Sequence[str], *,
                   candidates: Sequence[str] | None = None, rank_answers: bool | None = None,
-                  max_new_tokens: int | None = None, min_new_tokens: int | None = None,
-                  num_beams: int | None = None, model: str | None = None,
+                  mode: VqaMode | None = None, max_new_tokens: int | None = None,
+                  min_new_tokens: int | None = None, num_beams: int | None = None, model: str | None = None,
                   timeout_s: float | None = None) -> VqaResponse:
         return await self._call("vqa", self._vqa_request(
-            await self._wire(images), questions, candidates, rank_answers=rank_answers,
+            await self._wire(images), questions, candidates, rank_answers=rank_answers, mode=mode,
             max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, num_beams=num_beams, model=model,
             timeout_s=timeout_s))
 
@@ -123,11 +124,12 @@ class AsyncClient(BaseClient):
                       texts: Sequence[Sequence[str]] | None = None, *, num_synthetic: int | None = None,
                       threshold: float | None = None, max_new_tokens: int | None = None,
                       min_new_tokens: int | None = None, top_p: float | None = None, seed: int | None = None,
-                      model: str | None = None, timeout_s: float | None = None) -> CapfiltResponse:
+                      captioner: str | None = None, filter: str | None = None, model: str | None = None,
+                      timeout_s: float | None = None) -> CapfiltResponse:
         return await self._call("capfilt", self._capfilt_request(
             await self._wire(images), texts, num_synthetic=num_synthetic, threshold=threshold,
-            max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, top_p=top_p, seed=seed, model=model,
-            timeout_s=timeout_s))
+            max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, top_p=top_p, seed=seed,
+            captioner=captioner, filter=filter, model=model, timeout_s=timeout_s))
 
     # -- bulk ----------------------------------------------------------------------------------
 

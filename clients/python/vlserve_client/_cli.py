@@ -22,7 +22,7 @@ def _caption(c: Client, a):
 
 
 def _vqa(c: Client, a):
-    return c.vqa(a.image, a.question, candidates=a.candidates, model=a.model)
+    return c.vqa(a.image, a.question, candidates=a.candidates, mode=a.mode, model=a.model)
 
 
 def _score(c: Client, a):
@@ -30,7 +30,7 @@ def _score(c: Client, a):
 
 
 def _rank(c: Client, a):
-    return c.rank(query_image=a.image, candidate_texts=a.texts, top_k=a.top_k, model=a.model)
+    return c.rank(query_image=a.image, candidate_texts=a.texts, top_k=a.top_k, reranker=a.reranker, model=a.model)
 
 
 def _embed(c: Client, a):
@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("image")
     s.add_argument("question")
     s.add_argument("--candidates", nargs="+", help="rank these answers instead of generating one")
+    s.add_argument("--mode", choices=["generate", "rank", "classify"],
+                   help="how to answer (default: rank with --candidates, else the model's own choice)")
     s.set_defaults(run=_vqa)
 
     s = sub.add_parser("score", help="image-text match scores")
@@ -73,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("image")
     s.add_argument("texts", nargs="+")
     s.add_argument("--top-k", type=int)
+    s.add_argument("--reranker", help="the model whose ITM re-ranks the shortlist (default: --model)")
     s.set_defaults(run=_rank)
 
     s = sub.add_parser("embed", help="ITC embeddings")

@@ -12,7 +12,7 @@ from ._bulk import ItemResult, run_many
 from ._exceptions import APIConnectionError, APITimeoutError
 from ._images import ImageInput, Remote, as_list, download, to_wire
 from ._models import (CapfiltResponse, Caption, CaptionResponse, EmbeddingsResponse, GenerationOptions, Head, ModelInfo,
-                      RankResponse, ScoreResponse, VqaResponse)
+                      RankResponse, ScoreResponse, VqaMode, VqaResponse)
 from ._retry import Retry
 
 try:
@@ -104,33 +104,48 @@ class Client(BaseClient):
     def rank(self, *, query_image: ImageInput | None = None, query_text: str | None = None,
              candidate_texts: Sequence[str] | None = None,
              candidate_images: Sequence[ImageInput] | None = None, top_k: int | None = None,
-             k_itc: int | None = None, rerank: bool | None = None, model: str | None = None,
-             timeout_s: float | None = None) -> RankResponse:
-        """Rank candidate texts for an image query, or candidate images for a text query."""
+             k_itc: int | None = None, rerank: bool | None = None, reranker: str | None = None,
+             model: str | None = None, timeout_s: float | None = None) -> RankResponse:
+        """Rank candidate texts for an image query, or candidate images for a text query.
+
+        `model` shortlists the `k_itc` best by ITC; `reranker` (default: `model`) names the
+        model whose ITM re-ranks that shortlist. `rerank` left out re-ranks when the re-ranking
+        model has a match head; `False` keeps the ITC order (`itm` is then None)."""
         return self._call("rank", self._rank_request(
             query_text, candidate_texts, model=model, timeout_s=timeout_s, top_k=top_k, k_itc=k_itc, rerank=rerank,
+            reranker=reranker,
             query_image=self._wire([query_image])[0] if query_image is not None else None,
             candidate_images=self._wire(list(candidate_images)) if candidate_images is not None else None))
 
     def vqa(self, images: ImageInput | Sequence[ImageInput], questions: str | Sequence[str], *,
             candidates: Sequence[str] | None = None, rank_answers: bool | None = None,
-            max_new_tokens: int | None = None, min_new_tokens: int | None = None, num_beams: int | None = None,
-            model: str | None = None, timeout_s: float | None = None) -> VqaResponse:
-        """Answer one question per image: generated, or ranked among `candidates`."""
+            mode: VqaMode | None = None, max_new_tokens: int | None = None, min_new_tokens: int | None = None,
+            num_beams: int | None = None, model: str | None = None, timeout_s: float | None = None) -> VqaResponse:
+        """Answer one question per image: generated, or ranked among `candidates`.
+
+        `mode` picks how: "generate" (decode an answer), "rank" (score `candidates`) or
+        "classify" (over the model's own answer list, `ModelInfo.capabilities.answers`). Left
+        out, the server ranks when `candidates` are given, else uses the first of generate,
+        classify the model supports (`capabilities.vqa_modes`)."""
         return self._call("vqa", self._vqa_request(
-            self._wire(images), questions, candidates, rank_answers=rank_answers, max_new_tokens=max_new_tokens,
-            min_new_tokens=min_new_tokens, num_beams=num_beams, model=model, timeout_s=timeout_s))
+            self._wire(images), questions, candidates, rank_answers=rank_answers, mode=mode,
+            max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, num_beams=num_beams, model=model,
+            timeout_s=timeout_s))
 
     def capfilt(self, images: ImageInput | Sequence[ImageInput], texts: Sequence[Sequence[str]] | None = None, *,
                 num_synthetic: int | None = None, threshold: float | None = None, max_new_tokens: int | None = None,
                 min_new_tokens: int | None = None, top_p: float | None = None, seed: int | None = None,
-                model: str | None = None, timeout_s: float | None = None) -> CapfiltResponse:
+                captioner: str | None = None, filter: str | None = None, model: str | None = None,
+                timeout_s: float | None = None) -> CapfiltResponse:
         """BLIP's CapFilt: sample `num_synthetic` captions per image and judge them and the
-        image's web captions (`texts[i]`) with ITM; `kept` marks those at or over `threshold`."""
+        image's web captions (`texts[i]`) with ITM; `kept` marks those at or over `threshold`.
+
+        `captioner` names the model that samples the synthetic captions and `filter` the one
+        whose ITM judges them; each defaults to `model`."""
         return self._call("capfilt", self._capfilt_request(
             self._wire(images), texts, num_synthetic=num_synthetic, threshold=threshold,
-            max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, top_p=top_p, seed=seed, model=model,
-            timeout_s=timeout_s))
+            max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, top_p=top_p, seed=seed,
+            captioner=captioner, filter=filter, model=model, timeout_s=timeout_s))
 
     # -- bulk ----------------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from typing import Literal, TypedDict
 from pydantic import BaseModel, ConfigDict
 
 Head = Literal["itc", "itm"]
+VqaMode = Literal["generate", "rank", "classify"]
 
 
 # -- responses -------------------------------------------------------------------------------
@@ -87,18 +88,28 @@ class CapfiltResponse(BaseModel):
     results: list[list[FilteredCaption]]  # per image: its web captions, then the synthetic ones
 
 
+class Capabilities(BaseModel):
+    score_heads: list[str]  # itc (embedding cosine) and/or itm (match head)
+    vqa_modes: list[str]  # of generate, rank, classify
+    embedding_dim: int | None = None
+    max_text_tokens: int  # tokens a text may have, special tokens included
+    image_size: int
+    answers: list[str]  # the answer list VQA ranks (rank_answers) or classifies over
+
+
 class ModelInfo(BaseModel):
     name: str
-    family: str
-    state: Literal["loading", "ready", "failed"]
-    error: str | None = None
-    tasks: list[str]
+    family: str | None = None  # None when no family claims the folder (state "skipped")
+    state: Literal["loading", "ready", "failed", "skipped"]
+    error: str | None = None  # why it failed, or why no family claims the folder
+    warnings: list[str] = []
+    tasks: list[str]  # the routes it serves: caption, embed, score, rank, vqa, capfilt
     graphs: list[str]
+    capabilities: Capabilities | None = None
     device: str | None = None
     dtype: str | None = None
-    attention: str | None = None
-    cross_attention: str | None = None
-    runtimes: dict[str, str] | None = None
+    runtimes: dict[str, str] | None = None  # per graph: torch or onnx
+    details: dict | None = None  # family-specific facts (attention backend, ...)
     load_seconds: float | None = None
 
 
@@ -109,24 +120,25 @@ class ModelsResponse(BaseModel):
 # -- requests ----------------------------------------------------------------------------------
 
 class GenerationOptions(TypedDict, total=False):
-    """Decoding settings a caption request may carry (the model's model.toml gives defaults)."""
+    """Decoding settings a caption request may carry (the model's model.toml gives defaults).
+    The server checks the ranges noted here, naming the field in its error; the SDK does not."""
 
-    max_new_tokens: int
-    min_new_tokens: int
-    num_beams: int
-    length_penalty: float
+    max_new_tokens: int  # >= 1, at most the server's limit
+    min_new_tokens: int  # >= 0
+    num_beams: int  # >= 1, at most the server's limit
+    length_penalty: float  # -10 .. 10
     do_sample: bool
-    top_p: float
-    top_k: int
-    temperature: float
-    seed: int
-    repetition_penalty: float
+    top_p: float  # (0, 1]
+    top_k: int  # 0 .. 1e6 (0 disables it)
+    temperature: float  # 1e-4 .. 1e4
+    seed: int  # 0 .. 2**63 - 1
+    repetition_penalty: float  # 1e-4 .. 1e4
 
 
 class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid")
     model: str | None = None
-    timeout_s: float | None = None  # the server's deadline for this request
+    timeout_s: float | None = None  # the server's deadline for this request (>= 0.01; may only shorten it)
 
     def body(self) -> dict:
         return self.model_dump(exclude_none=True)
@@ -166,7 +178,8 @@ class RankRequest(_Request):
     candidate_images: list[str] | None = None
     k_itc: int | None = None
     top_k: int | None = None
-    rerank: bool | None = None
+    rerank: bool | None = None  # default: when the re-ranking model has a match head
+    reranker: str | None = None  # the model whose ITM re-ranks the ITC shortlist (default: model)
 
 
 class VqaRequest(_Request):
@@ -177,6 +190,7 @@ class VqaRequest(_Request):
     num_beams: int | None = None
     candidates: list[str] | None = None
     rank_answers: bool | None = None
+    mode: VqaMode | None = None
 
 
 class CapfiltRequest(_Request):
@@ -188,3 +202,5 @@ class CapfiltRequest(_Request):
     min_new_tokens: int | None = None
     top_p: float | None = None
     seed: int | None = None
+    captioner: str | None = None  # the model that samples synthetic captions (default: model)
+    filter: str | None = None  # the model whose ITM judges the captions (default: model)

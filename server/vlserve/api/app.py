@@ -63,8 +63,10 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
             return {"status": "ready"}
         return errors.error_response(503, "not_ready", gw.not_ready_reason(), headers={"Retry-After": "1"})
 
-    @app.get("/metrics", tags=["admin"], response_class=Response, responses={200: {
-        "description": "Prometheus text exposition", "content": {gw.metrics.content_type: {"schema": {"type": "string"}}}}})
+    text = {gw.metrics.content_type: {"schema": {"type": "string"}}}
+
+    @app.get("/metrics", tags=["admin"], response_class=Response,
+             responses={200: {"description": "Prometheus text exposition", "content": text}})
     async def metrics():
         return Response(gw.metrics.render(), media_type=gw.metrics.content_type)
 

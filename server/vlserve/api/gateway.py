@@ -84,24 +84,42 @@ class Gateway:
     async def in_thread(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
 
-    async def run(self, request: Request, task: str, model_name: str | None, timeout_s: float | None, work):
-        """Run `work(model, runner)` for one request; every accepted request gets one answer."""
+    async def run(self, request: Request, task: str, timeout_s: float | None, work, **roles):
+        """Run `work(served, models)` for one request; every accepted request gets one answer.
+
+        roles: role -> (model name or None, the task it must serve). The first role is the
+        request's model (metrics count under it); another role named None is that model.
+        `work` gets {role: ServedModel} and {role: TaskModel}: one TaskModel per model."""
         start = time.monotonic()
-        model = self.repository.pick(model_name, task)
+        served = {}
+        for role, (name, need) in roles.items():
+            first = not served
+            served[role] = self.repository.pick(name, need, role) if first or name is not None \
+                else next(iter(served.values()))
+        primary = next(iter(served.values()))
         info = request.scope.get("vlserve", {})
-        info["model"] = model.name
+        info["model"] = primary.name
         timeout = min(self.settings.request_timeout_s, timeout_s or float("inf"))
-        runner = model.runner(start + timeout, self.pool)
-        model.require(task)
+        by_model = {}
+        for model in served.values():
+            if id(model) not in by_model:
+                by_model[id(model)] = model.task_model(start + timeout, self.pool)
+        models = {role: by_model[id(m)] for role, m in served.items()}
+        for (role, (_, need)), model in zip(roles.items(), served.values()):
+            model.require(need, role)
         try:
-            return await self._watched(request, work(model, runner), start + timeout)
+            return await self._watched(request, work(served, models), start + timeout)
         except VlserveError as exc:
-            if runner.submitted and not isinstance(exc, DeadlineExceededError):
+            if self._submitted(models) and not isinstance(exc, DeadlineExceededError):
                 info["outcome"] = "failed"  # its work had begun
             raise
         finally:
-            if runner.submitted:
-                self.metrics.request_accepted(model.name, task)
+            if self._submitted(models):
+                self.metrics.request_accepted(primary.name, task)
+
+    @staticmethod
+    def _submitted(models: dict) -> bool:
+        return any(m.runner.submitted for m in models.values())
 
     async def _watched(self, request: Request, coro, deadline: float):
         work = asyncio.ensure_future(coro)

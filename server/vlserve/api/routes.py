@@ -1,14 +1,20 @@
-"""The v1 task routes. Each reads its body (JSON or multipart), then runs its task through
-the gateway: images are decoded and preprocessed in the thread pool, graphs run on the
-model's device worker."""
+"""The v1 task routes. Each reads its body (JSON or multipart) and its images (checked before
+the deadline starts), then runs its task through the gateway: images are decoded in the
+thread pool, graphs run on the models' device workers."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from ..engine.generation.params import GenerationParams
+from ..engine.generation.params import GenerationOptions, GenerationParams
 from ..errors import InvalidInputError
-from ..tasks import blip_tasks
+from ..tasks import defaults
+from ..tasks.capfilt import capfilt as capfilt_task
+from ..tasks.caption import caption as caption_task
+from ..tasks.retrieval import embed as embed_task
+from ..tasks.retrieval import rank as rank_task
+from ..tasks.retrieval import score as score_task
+from ..tasks.vqa import vqa as vqa_task
 from .decoding import decode_images, read_images
 from .gateway import Gateway
 from .inputs import read_request
@@ -40,8 +46,8 @@ def _generation(gw: Gateway, base: GenerationParams, fields: dict) -> Generation
                                            max_beams=gw.settings.max_beams)
 
 
-GEN_FIELDS = ("max_new_tokens", "min_new_tokens", "num_beams", "length_penalty", "do_sample", "top_p", "top_k",
-              "temperature", "seed", "repetition_penalty")
+def _given(body, names) -> dict:
+    return {k: getattr(body, k) for k in names if getattr(body, k) is not None}
 
 
 @router.post("/caption", response_model=CaptionResponse, responses=ERRORS, openapi_extra=_doc(CaptionRequest),
@@ -50,17 +56,17 @@ async def caption(request: Request):
     gw, body, uploads = await _read(request, CaptionRequest)
     images = await read_images(gw, body.images, uploads, "images")
 
-    async def work(model, runner):
-        fields = {k: getattr(body, k) for k in GEN_FIELDS} | {"num_return": body.num_captions}
-        params = _generation(gw, model.caption_defaults, fields)
-        pixels = await decode_images(gw, model, images)
-        caps = await blip_tasks.caption(runner, pixels, prompt=body.prompt, params=params)
+    async def work(served, models):
+        fields = _given(body, GenerationOptions.model_fields) | {"num_return": body.num_captions}
+        params = _generation(gw, served["model"].caption_defaults, fields)
+        pixels = await decode_images(gw, served["model"], images)
+        caps = await caption_task(models["model"], pixels, prompt=body.prompt, params=params)
         tokens = sum(len(c.tokens) for cs in caps for c in cs)
-        return CaptionResponse(model=model.name, usage=Usage(images=len(caps), generated_tokens=tokens),
+        return CaptionResponse(model=served["model"].name, usage=Usage(images=len(caps), generated_tokens=tokens),
                                captions=[[CaptionOut(text=c.text, tokens=c.tokens, logprob=c.logprob) for c in cs]
                                          for cs in caps])
 
-    return await gw.run(request, "caption", body.model, body.timeout_s, work)
+    return await gw.run(request, "caption", body.timeout_s, work, model=(body.model, "caption"))
 
 
 @router.post("/embeddings", response_model=EmbeddingsResponse, responses=ERRORS, response_model_exclude_none=True,
@@ -69,15 +75,15 @@ async def embeddings(request: Request):
     gw, body, uploads = await _read(request, EmbeddingsRequest)
     images = await read_images(gw, body.images, uploads, "images")
 
-    async def work(model, runner):
-        pixels = await decode_images(gw, model, images) if images else None
-        img, txt = await blip_tasks.embed(runner, pixels, body.texts)
+    async def work(served, models):
+        pixels = await decode_images(gw, served["model"], images) if images else None
+        img, txt = await embed_task(models["model"], pixels, body.texts)
         dim = (img if img is not None else txt).shape[1]
-        return EmbeddingsResponse(model=model.name, dim=dim,
+        return EmbeddingsResponse(model=served["model"].name, dim=dim,
                                   image_embeddings=img.tolist() if img is not None else None,
                                   text_embeddings=txt.tolist() if txt is not None else None)
 
-    return await gw.run(request, "embed", body.model, body.timeout_s, work)
+    return await gw.run(request, "embed", body.timeout_s, work, model=(body.model, "embed"))
 
 
 @router.post("/retrieval/score", response_model=ScoreResponse, responses=ERRORS, response_model_exclude_none=True,
@@ -85,67 +91,68 @@ async def embeddings(request: Request):
 async def score(request: Request):
     gw, body, uploads = await _read(request, ScoreRequest)
     images = await read_images(gw, body.images, uploads, "images")
-    task = "embed" if "itc" in body.heads else "itm"
 
-    async def work(model, runner):
-        if "itm" in body.heads:
-            model.require("itm")
-        pixels = await decode_images(gw, model, images)
-        out = await blip_tasks.score(runner, pixels, body.texts, body.heads)
-        return ScoreResponse(model=model.name, **{h: m.tolist() for h, m in out.items()})
+    async def work(served, models):
+        pixels = await decode_images(gw, served["model"], images)
+        out = await score_task(models["model"], pixels, body.texts, body.heads)
+        return ScoreResponse(model=served["model"].name, **{h: m.tolist() for h, m in out.items()})
 
-    return await gw.run(request, task, body.model, body.timeout_s, work)
+    return await gw.run(request, "score", body.timeout_s, work, model=(body.model, "score"))
 
 
 @router.post("/retrieval/rank", response_model=RankResponse, responses=ERRORS, openapi_extra=_doc(RankRequest),
              summary="Rank candidates for one query: ITC shortlist, ITM re-rank")
 async def rank(request: Request):
     gw, body, uploads = await _read(request, RankRequest)
-    query = await read_images(gw, None if body.query_image is None else [body.query_image], uploads, "query_image")
-    candidates = await read_images(gw, body.candidate_images, uploads, "candidate_images")
+    if (body.query_image is None) == (body.query_text is None):
+        raise InvalidInputError("give exactly one of query_image and query_text", param="query_image")
+    image_query = body.query_image is not None
+    images = await read_images(gw, [body.query_image] if image_query else body.candidate_images, uploads,
+                               "query_image" if image_query else "candidate_images")
 
-    async def work(model, runner):
-        if body.rerank:
-            model.require("itm")
-        kwargs = dict(k_itc=body.k_itc, top_k=body.top_k, use_itm=body.rerank)
-        if body.query_image is not None and body.query_text is None:
-            ranked = await blip_tasks.rank(runner, query_pixels=await decode_images(gw, model, query),
-                                           candidate_texts=body.candidate_texts,
-                                           **kwargs)
-        elif body.query_text is not None and body.query_image is None:
-            cands = await decode_images(gw, model, candidates) if body.candidate_images else None
-            ranked = await blip_tasks.rank(runner, query_text=body.query_text, candidate_pixels=cands, **kwargs)
+    async def work(served, models):
+        model, reranker = served["model"], served["reranker"]
+        pixels = await decode_images(gw, model, images) if images else None
+        other = reranker is not model and body.rerank is not False and images is not None
+        rerank_pixels = await decode_images(gw, reranker, images) if other else None
+        kwargs = dict(k_itc=body.k_itc, top_k=body.top_k, rerank=body.rerank, reranker=models["reranker"],
+                      rerank_pixels=rerank_pixels)
+        if image_query:
+            ranked = await rank_task(models["model"], query_pixels=pixels, candidate_texts=body.candidate_texts,
+                                     **kwargs)
         else:
-            raise InvalidInputError("give exactly one of query_image and query_text", param="query_image")
+            ranked = await rank_task(models["model"], query_text=body.query_text, candidate_pixels=pixels, **kwargs)
         return RankResponse(model=model.name, results=[RankedOut(index=r.index, itc=r.itc, itm=r.itm)
                                                        for r in ranked])
 
-    return await gw.run(request, "embed", body.model, body.timeout_s, work)
+    return await gw.run(request, "rank", body.timeout_s, work, model=(body.model, "rank"),
+                        reranker=(body.reranker, "score"))
 
 
 @router.post("/vqa", response_model=VqaResponse, responses=ERRORS, openapi_extra=_doc(VqaRequest),
-             summary="Answer questions about images (generate, or rank candidates)")
+             summary="Answer questions about images (generate, rank candidates, or classify)")
 async def vqa(request: Request):
     gw, body, uploads = await _read(request, VqaRequest)
     images = await read_images(gw, body.images, uploads, "images")
 
-    async def work(model, runner):
-        fields = {k: getattr(body, k) for k in ("max_new_tokens", "min_new_tokens", "num_beams")}
-        params = _generation(gw, model.vqa_defaults, fields)
+    async def work(served, models):
+        model = served["model"]
+        params = _generation(gw, model.vqa_defaults, _given(body, ("max_new_tokens", "min_new_tokens", "num_beams")))
         candidates = body.candidates
         if candidates is None and body.rank_answers:
-            candidates = model.spec.vqa.answers
+            candidates = list(model.capabilities.answers)
             if not candidates:
                 raise InvalidInputError(f"model '{model.name}' has no answer list ([vqa] answers in model.toml)",
                                         param="rank_answers")
         pixels = await decode_images(gw, model, images)
-        answers = await blip_tasks.vqa(runner, pixels, body.questions, params=params, candidates=candidates)
+        answers = await vqa_task(models["model"], pixels, body.questions, params=params, candidates=candidates,
+                                 mode=body.mode)
         return VqaResponse(model=model.name, answers=[
             AnswerOut(text=a.text, tokens=a.tokens, logprob=a.logprob,
                       ranked=[RankedAnswerOut(text=r.text, prob=r.prob) for r in a.ranked] if a.ranked else None)
             for a in answers])
 
-    return await gw.run(request, "vqa", body.model, body.timeout_s, work)
+    return await gw.run(request, "vqa", body.timeout_s, work, model=(body.model, "vqa"))
 
 
 @router.post("/capfilt", response_model=CapfiltResponse, responses=ERRORS, openapi_extra=_doc(CapfiltRequest),
@@ -153,18 +160,22 @@ async def vqa(request: Request):
 async def capfilt(request: Request):
     gw, body, uploads = await _read(request, CapfiltRequest)
     images = await read_images(gw, body.images, uploads, "images")
+    captioner = body.captioner or body.model
+    judge = body.filter or body.model
+    roles = {"model": (captioner, "capfilt")} if captioner == judge else \
+        {"model": (captioner or judge, "caption"), "filter": (judge or captioner, "score")}
 
-    async def work(model, runner):
-        fields = {"max_new_tokens": body.max_new_tokens, "min_new_tokens": body.min_new_tokens, "seed": body.seed,
-                  "top_p": body.top_p}
-        # BLIP samples its synthetic captions with nucleus sampling (top-p 0.9)
-        base = model.caption_defaults.replace(do_sample=True, top_p=0.9, top_k=0, num_beams=1)
-        params = _generation(gw, base, fields)
+    async def work(served, models):
+        model, filter_model = served["model"], served.get("filter", served["model"])
+        fields = _given(body, ("max_new_tokens", "min_new_tokens", "seed", "top_p"))
+        params = _generation(gw, model.caption_defaults.replace(**defaults.CAPFILT_SAMPLING), fields)
         pixels = await decode_images(gw, model, images)
-        results = await blip_tasks.capfilt(runner, pixels, body.texts, params=params,
-                                           num_synthetic=body.num_synthetic, threshold=body.threshold)
+        filter_pixels = await decode_images(gw, filter_model, images) if filter_model is not model else None
+        results = await capfilt_task(models["model"], pixels, body.texts, params=params,
+                                     num_synthetic=body.num_synthetic, threshold=body.threshold,
+                                     filter=models.get("filter"), filter_pixels=filter_pixels)
         return CapfiltResponse(model=model.name, results=[
             [FilteredCaptionOut(text=c.text, source=c.source, itm=c.itm, kept=c.kept) for c in per]
             for per in results])
 
-    return await gw.run(request, "capfilt", body.model, body.timeout_s, work)
+    return await gw.run(request, "capfilt", body.timeout_s, work, **roles)

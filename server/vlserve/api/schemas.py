@@ -8,7 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..engine.generation.params import MAX_RETURN, RANGES
+from ..engine.family import VQA_MODES
+from ..engine.generation.params import MAX_RETURN, GenerationOptions
 
 ImageRef = str  # base64, data: URI, or (when enabled) an http(s) URL
 
@@ -21,10 +22,8 @@ def _config(*examples) -> ConfigDict:
                       json_schema_extra={"examples": list(examples)} if examples else None)
 
 
-def _ranged(name: str, description: str | None = None):
-    """A generation field bounded as the decoder needs it (engine/generation/params.py RANGES)."""
-    low, high = RANGES[name]
-    return Field(None, ge=low, le=high, description=description)
+GEN = GenerationOptions.model_fields  # the generation fields' one declaration
+VqaMode = Literal[VQA_MODES]  # type: ignore[valid-type]
 
 
 class _Request(BaseModel):
@@ -33,22 +32,7 @@ class _Request(BaseModel):
     timeout_s: float | None = Field(None, ge=0.01, description="deadline in seconds (may only shorten the server's)")
 
 
-class GenerationFields(BaseModel):
-    model_config = _config()
-    # upper limits of max_new_tokens and num_beams are the server's (VLSERVE_MAX_NEW_TOKENS, _MAX_BEAMS)
-    max_new_tokens: int | None = Field(None, ge=1, description="tokens to generate at most (EOS included)")
-    min_new_tokens: int | None = Field(None, ge=0)
-    num_beams: int | None = Field(None, ge=1)
-    length_penalty: float | None = _ranged("length_penalty")
-    do_sample: bool | None = None
-    top_p: float | None = Field(None, gt=0, le=1)
-    top_k: int | None = _ranged("top_k", "0 disables it")
-    temperature: float | None = _ranged("temperature")
-    seed: int | None = _ranged("seed")
-    repetition_penalty: float | None = _ranged("repetition_penalty")
-
-
-class CaptionRequest(_Request, GenerationFields):
+class CaptionRequest(_Request, GenerationOptions):
     model_config = _config({"images": [TINY_PNG], "max_new_tokens": 20, "num_beams": 3})
     images: list[ImageRef] = Field(min_length=1)
     prompt: str | None = Field(None, description="text the caption continues (returned text excludes it)")
@@ -111,7 +95,9 @@ class RankRequest(_Request):
     candidate_images: list[ImageRef] | None = None
     k_itc: int = Field(16, ge=1, description="ITC shortlist size")
     top_k: int = Field(10, ge=1, description="results returned")
-    rerank: bool = Field(True, description="re-rank the shortlist with ITM")
+    rerank: bool | None = Field(None, description="re-rank the shortlist with ITM (default: when the re-ranking "
+                                "model has a match head)")
+    reranker: str | None = Field(None, description="the model whose ITM re-ranks the shortlist (default: model)")
 
 
 class RankedOut(BaseModel):
@@ -129,11 +115,14 @@ class VqaRequest(_Request):
     model_config = _config({"images": [TINY_PNG], "questions": ["what color is the circle?"]})
     images: list[ImageRef] = Field(min_length=1)
     questions: list[str] = Field(min_length=1, description="one per image")
-    max_new_tokens: int | None = Field(None, ge=1)
-    min_new_tokens: int | None = Field(None, ge=0)
-    num_beams: int | None = Field(None, ge=1)
+    max_new_tokens: int | None = GEN["max_new_tokens"]
+    min_new_tokens: int | None = GEN["min_new_tokens"]
+    num_beams: int | None = GEN["num_beams"]
     candidates: list[str] | None = Field(None, description="rank these answers instead of generating")
     rank_answers: bool = Field(False, description="rank the model's own answer list (model.toml [vqa] answers)")
+    mode: VqaMode | None = Field(None, description="generate, rank (candidates) or classify (the model's answer "
+                                 "list); default: rank with candidates, else the model's first of generate, "
+                                 "classify")
 
 
 class RankedAnswerOut(BaseModel):
@@ -160,10 +149,12 @@ class CapfiltRequest(_Request):
     texts: list[list[str]] | None = Field(None, description="web captions to filter, one list per image")
     num_synthetic: int = Field(1, ge=0, le=MAX_RETURN, description="captions the captioner samples per image")
     threshold: float = Field(0.5, ge=0, le=1, description="ITM probability a caption needs to be kept")
-    max_new_tokens: int | None = Field(None, ge=1)
-    min_new_tokens: int | None = Field(None, ge=0)
-    top_p: float | None = Field(None, gt=0, le=1)
-    seed: int | None = _ranged("seed")
+    max_new_tokens: int | None = GEN["max_new_tokens"]
+    min_new_tokens: int | None = GEN["min_new_tokens"]
+    top_p: float | None = GEN["top_p"]
+    seed: int | None = GEN["seed"]
+    captioner: str | None = Field(None, description="the model that samples synthetic captions (default: model)")
+    filter: str | None = Field(None, description="the model whose ITM judges the captions (default: model)")
 
 
 class FilteredCaptionOut(BaseModel):
@@ -178,18 +169,28 @@ class CapfiltResponse(BaseModel):
     results: list[list[FilteredCaptionOut]]
 
 
+class CapabilitiesOut(BaseModel):
+    score_heads: list[str] = Field(description="itc (embedding cosine) and/or itm (match head)")
+    vqa_modes: list[str] = Field(description="generate, rank, classify")
+    embedding_dim: int | None = None
+    max_text_tokens: int = Field(description="tokens a text may have, special tokens included")
+    image_size: int
+    answers: list[str] = Field(description="the answer list VQA ranks (rank_answers) or classifies over")
+
+
 class ModelInfo(BaseModel):
     name: str
-    family: str
-    state: Literal["loading", "ready", "failed"]
-    error: str | None = None
-    tasks: list[str]
+    family: str | None = None
+    state: Literal["loading", "ready", "failed", "skipped"]
+    error: str | None = Field(None, description="why it failed, or why no family claims the folder")
+    warnings: list[str] = []
+    tasks: list[str] = Field(description="the routes it serves: caption, embed, score, rank, vqa, capfilt")
     graphs: list[str]
+    capabilities: CapabilitiesOut | None = None
     device: str | None = None
     dtype: str | None = None
-    attention: str | None = None
-    cross_attention: str | None = None
     runtimes: dict[str, str] | None = Field(None, description="per graph: torch or onnx")
+    details: dict | None = Field(None, description="family-specific facts (attention backend, ...)")
     load_seconds: float | None = None
 
 

@@ -90,6 +90,17 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+def image_processor_config(folder: Path) -> dict:
+    """The image processor's settings: preprocessor_config.json (transformers 4), or the
+    `image_processor` entry of processor_config.json (what transformers 5 writes)."""
+    legacy, combined = folder / "preprocessor_config.json", folder / "processor_config.json"
+    if legacy.is_file():
+        return json.loads(legacy.read_text())
+    if combined.is_file():
+        return json.loads(combined.read_text()).get("image_processor") or {}
+    return {}
+
+
 @dataclass(frozen=True)
 class ImageProcessor:
     """Squash-resize (bicubic) to the model's size, rescale, normalise."""
@@ -101,8 +112,7 @@ class ImageProcessor:
 
     @classmethod
     def from_folder(cls, folder: str | Path, image_size: int) -> "ImageProcessor":
-        path = Path(folder) / "preprocessor_config.json"
-        cfg = json.loads(path.read_text()) if path.is_file() else {}
+        cfg = image_processor_config(Path(folder))
         size = cfg.get("size", image_size)
         if isinstance(size, dict):
             size = size.get("height", size.get("shortest_edge", image_size))

@@ -1,4 +1,10 @@
-"""The model repository: every model folder in a directory, loaded at start-up."""
+"""The model repository: every model folder in a directory, loaded at start-up.
+
+Each non-hidden sub-folder is a candidate. A HuggingFace hub cache folder
+(`models--<org>--<name>/snapshots/<revision>/`, as `huggingface-cli download` without
+`--local-dir` leaves it) is served from its current snapshot as `<org>/<name>`. A folder
+no family claims is listed as `skipped` with the reason, and never counts for readiness.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +14,34 @@ from pathlib import Path
 from ..errors import CheckpointError, InvalidInputError, ModelNotFoundError
 from ..settings import Settings
 from .served import ServedModel, relative_paths
-from .spec import ModelSpec, is_model_folder
+from .spec import ModelSpec, UnclaimedFolder
 
 log = logging.getLogger("vlserve.repository")
+HUB_PREFIX = "models--"
+
+
+def hub_snapshot(folder: Path) -> Path | None:
+    """The snapshot a hub cache folder's refs/main points at, else its only (or newest) one."""
+    snapshots = folder / "snapshots"
+    ref = folder / "refs" / "main"
+    if ref.is_file() and (snapshots / ref.read_text().strip()).is_dir():
+        return snapshots / ref.read_text().strip()
+    found = sorted((p for p in snapshots.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime) \
+        if snapshots.is_dir() else []
+    return found[-1] if found else None
+
+
+def candidates(root: Path) -> list[tuple[Path, str, str | None]]:
+    """(folder, model name, why it cannot be served or None) for each sub-folder of root."""
+    out = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if folder.name.startswith(HUB_PREFIX):
+            name = folder.name[len(HUB_PREFIX):].replace("--", "/", 1)
+            snapshot = hub_snapshot(folder)
+            out.append((snapshot or folder, name, None if snapshot else "a hub cache folder without snapshots"))
+        else:
+            out.append((folder, folder.name, None))
+    return out
 
 
 class ModelRepository:
@@ -18,18 +49,27 @@ class ModelRepository:
         self.settings, self.metrics = settings, metrics
         self.models: dict[str, ServedModel] = {}
         self.loading_done = False
-        root = Path(settings.model_repo)
-        folders = sorted(p for p in root.iterdir() if is_model_folder(p)) if root.is_dir() else []
+        self.root = root = Path(settings.model_repo)
         if not root.is_dir():
             log.error("model repository %s does not exist", root)
-        for folder in folders:
-            try:
-                spec = ModelSpec.from_folder(folder)
-            except CheckpointError as exc:
-                spec = ModelSpec(name=folder.name, folder=folder)
-                self._add(ServedModel(spec, state="failed", error=relative_paths(str(exc), root)))
-                continue
-            self._add(ServedModel(spec))
+            return
+        for folder, name, why in candidates(root):
+            self._add(self._spec(folder, name, why))
+
+    def _spec(self, folder: Path, name: str, why: str | None) -> ServedModel:
+        spec = ModelSpec.model_construct(name=name, folder=folder, warnings=[])
+        if why is not None:
+            return ServedModel(spec, state="skipped", error=why)
+        try:
+            spec = ModelSpec.from_folder(folder, name)
+        except UnclaimedFolder as exc:
+            log.warning("skipping %s: %s", folder, exc)
+            return ServedModel(spec, state="skipped", error=relative_paths(str(exc), self.root))
+        except CheckpointError as exc:
+            return ServedModel(spec, state="failed", error=relative_paths(str(exc), self.root))
+        for warning in spec.warnings:
+            log.warning("%s: %s", name, warning)
+        return ServedModel(spec)
 
     def _add(self, model: ServedModel) -> None:
         if model.name in self.models:
@@ -45,13 +85,16 @@ class ModelRepository:
                 model.load(self.settings, self.metrics)
         self.loading_done = True
 
+    def _counted(self) -> list[ServedModel]:
+        return [m for m in self.models.values() if m.state != "skipped"]
+
     def not_ready_reason(self) -> str:
         if not self.loading_done:
             return "loading models"
-        failed = [m.name for m in self.models.values() if m.state == "failed"]
+        failed = [m.name for m in self._counted() if m.state == "failed"]
         if not failed:
             return "no model in the repository"
-        ready = [m.name for m in self.models.values() if m.state == "ready"]
+        ready = [m.name for m in self._counted() if m.state == "ready"]
         if ready and self.settings.strict_readiness:
             return f"strict readiness: model(s) failed: {', '.join(failed)} (ready: {', '.join(ready)})"
         return f"no model loaded; failed: {', '.join(failed)}"
@@ -60,21 +103,24 @@ class ModelRepository:
     def ready(self) -> bool:
         if not self.loading_done:
             return False
-        states = [m.state for m in self.models.values()]
+        states = [m.state for m in self._counted()]
         if self.settings.strict_readiness:
             return bool(states) and all(s == "ready" for s in states)
         return "ready" in states
 
-    def pick(self, name: str | None, task: str) -> ServedModel:
+    def get(self, name: str) -> ServedModel:
+        try:
+            return self.models[name]
+        except KeyError:
+            raise ModelNotFoundError(f"no model named '{name}'; models: {', '.join(self.models) or 'none'}",
+                                     param="model") from None
+
+    def pick(self, name: str | None, task: str, role: str = "model") -> ServedModel:
         """The named model, or the only model that serves the task."""
         if name is not None:
-            try:
-                model = self.models[name]
-            except KeyError:
-                raise ModelNotFoundError(f"no model named '{name}'; models: {', '.join(self.models) or 'none'}",
-                                         param="model") from None
+            model = self.get(name)
             if model.state == "ready":
-                model.require(task)
+                model.require(task, role)
             return model
         serving = [m for m in self.models.values() if m.state == "ready" and task in m.tasks]
         if len(serving) == 1:
@@ -83,9 +129,9 @@ class ModelRepository:
             loading = [m.name for m in self.models.values() if m.state == "loading"]
             if loading:
                 return self.models[loading[0]]  # its runner() answers 503 while it loads
-            raise ModelNotFoundError(f"no loaded model serves '{task}'", param="model")
-        raise InvalidInputError(f"several models serve '{task}'; choose one with 'model': "
-                                f"{', '.join(m.name for m in serving)}", param="model")
+            raise ModelNotFoundError(f"no loaded model serves '{task}'", param=role)
+        raise InvalidInputError(f"several models serve '{task}'; choose one with '{role}': "
+                                f"{', '.join(m.name for m in serving)}", param=role)
 
     def stop(self) -> None:
         for model in self.models.values():

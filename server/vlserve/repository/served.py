@@ -1,7 +1,8 @@
-"""A model folder being served: its spec, engine, device worker and state."""
+"""A model folder being served: its spec, engine, device worker, capabilities and state."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -9,16 +10,20 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..engine.blip_engine import BlipEngine, EngineOptions
+from ..engine.family import Capabilities, EngineOptions, FamilyEngine
 from ..engine.generation.params import GenerationParams
 from ..engine.onnx.runtime import OrtOptions
-from ..errors import CheckpointError, ModelFailedError, NotReadyError, UnsupportedTaskError
+from ..errors import CheckpointError, ModelFailedError, NotReadyError
 from ..scheduling.runner import ScheduledRunner
 from ..scheduling.worker import DeviceWorker, Limits
 from ..settings import Settings
+from ..tasks import defaults
+from ..tasks.models import TaskModel, require
+from . import registry
 from .spec import ModelSpec
 
 log = logging.getLogger("vlserve.repository")
+STATES = ("loading", "ready", "failed", "skipped")  # skipped: no family claims the folder
 
 
 def relative_paths(message: str, root: Path) -> str:
@@ -28,89 +33,102 @@ def relative_paths(message: str, root: Path) -> str:
     return message
 
 
+def limits_of(spec: ModelSpec, settings: Settings) -> Limits:
+    b = spec.batching
+    return Limits(**{f: getattr(b, f) if getattr(b, f) is not None else getattr(settings, f)
+                     for f in Limits.__dataclass_fields__})
+
+
 @dataclass(eq=False)
 class ServedModel:
     spec: ModelSpec
-    state: str = "loading"  # loading | ready | failed
+    state: str = "loading"  # one of STATES
     error: str | None = None
-    engine: BlipEngine | None = None
+    engine: FamilyEngine | None = None
     worker: DeviceWorker | None = None
     load_seconds: float | None = None
-    tasks: tuple[str, ...] = ()
-    caption_defaults: GenerationParams = field(default_factory=GenerationParams)
-    vqa_defaults: GenerationParams = field(default_factory=lambda: GenerationParams(max_new_tokens=10))
+    capabilities: Capabilities = field(default_factory=lambda: Capabilities(tasks=()))
+    caption_defaults: GenerationParams = defaults.CAPTION
+    vqa_defaults: GenerationParams = defaults.VQA
 
     @property
     def name(self) -> str:
         return self.spec.name
 
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return self.capabilities.tasks
+
     def load(self, settings: Settings, metrics) -> None:
         start = time.monotonic()
         spec = self.spec
         try:
-            b = spec.batching
+            limits = limits_of(spec, settings)
             ort = OrtOptions(providers=settings.ort_providers, intra_op_threads=settings.ort_intra_op_threads,
                              optimization=settings.ort_optimization, spinning=settings.ort_spinning,
-                             max_batch=max(b.max_batch_size or settings.max_batch_size, settings.max_images))
-            engine = BlipEngine(spec.folder, EngineOptions(
-                device=spec.resolved_device(settings), dtype=spec.dtype or settings.dtype,
-                attention=spec.attention or settings.attention, fusion_first_token=spec.fusion_first_token,
-                default_prompt=spec.prompt, max_pixels=settings.max_pixels, cross_attention=spec.cross_attention,
-                onnx_graphs=spec.onnx_graphs(), onnx_dir=spec.onnx_dir, ort=ort))
-            tasks = engine.tasks
-            if spec.tasks is not None:
-                extra = sorted(set(spec.tasks) - set(tasks))
-                if extra:
-                    raise CheckpointError(f"model.toml lists tasks the weights cannot serve: {', '.join(extra)} "
-                                          f"(they serve: {', '.join(tasks)})")
-                tasks = tuple(t for t in tasks if t in spec.tasks)
-            self.caption_defaults = GenerationParams().replace(**spec.generation.caption.model_dump()).validate()
-            self.vqa_defaults = GenerationParams(max_new_tokens=10).replace(
-                **spec.generation.vqa.model_dump()).validate()
-            limits = Limits(max_batch_size=b.max_batch_size or settings.max_batch_size,
-                            max_queue_delay_ms=b.max_queue_delay_ms if b.max_queue_delay_ms is not None
-                            else settings.max_queue_delay_ms,
-                            max_queue_size=b.max_queue_size or settings.max_queue_size,
-                            max_decode_rows=b.max_decode_rows or settings.max_decode_rows)
+                             max_batch=max(limits.max_batch_size, settings.max_images))
+            options = EngineOptions(device=spec.resolved_device(settings), dtype=spec.dtype or settings.dtype,
+                                    attention=spec.attention or settings.attention, max_pixels=settings.max_pixels,
+                                    onnx_graphs=spec.onnx_graphs(), onnx_dir=spec.onnx_dir, ort=ort)
+            engine = registry.family(spec.family).load(spec.folder, options, spec.family_options)
+            self.capabilities = self._narrowed(engine.capabilities)
+            self.caption_defaults = defaults.CAPTION.replace(**spec.generation.caption.given()).validate()
+            self.vqa_defaults = defaults.VQA.replace(**spec.generation.vqa.given()).validate()
             self.worker = DeviceWorker(engine, limits, metrics.for_model(self.name), self.name,
                                        on_death=self._worker_died).start()
-            self.engine, self.tasks = engine, tasks
+            self.engine = engine
             self.load_seconds = time.monotonic() - start
             self.state = "ready"
             metrics.model_loaded(self.name, self.load_seconds)
-            log.info("loaded %s from %s in %.1fs: tasks %s on %s/%s; runtimes %s", self.name, spec.folder,
-                     self.load_seconds, ", ".join(tasks), engine.device, engine.dtype,
-                     ", ".join(f"{g}={engine.runtime(g)}" for g in engine.graphs))
+            log.info("loaded %s (%s) from %s in %.1fs: tasks %s on %s/%s; runtimes %s", self.name, spec.family,
+                     spec.folder, self.load_seconds, ", ".join(self.tasks), engine.device, engine.dtype,
+                     ", ".join(f"{g}={engine.runtime(g)}" for g in self.capabilities.graphs))
         except Exception as exc:  # one broken folder must not take the server down
             self.state, self.error = "failed", relative_paths(f"{type(exc).__name__}: {exc}", spec.folder.parent)
             detail = "" if isinstance(exc, CheckpointError) else "\n" + traceback.format_exc()
             log.error("failed to load %s from %s: %s%s", self.name, spec.folder, exc, detail)
 
+    def _narrowed(self, caps: Capabilities) -> Capabilities:
+        """The weights' capabilities, narrowed by model.toml's tasks, with its answer list."""
+        spec, tasks = self.spec, caps.tasks
+        if spec.tasks is not None:
+            extra = sorted(set(spec.tasks) - set(tasks))
+            if extra:
+                raise CheckpointError(f"model.toml lists tasks the weights cannot serve: {', '.join(extra)} "
+                                      f"(they serve: {', '.join(tasks)})")
+            tasks = tuple(t for t in tasks if t in spec.tasks)
+        answers = caps.answers or tuple(spec.vqa.answers)
+        return dataclasses.replace(caps, tasks=tasks, answers=answers)
+
     def _worker_died(self, error: Exception) -> None:
         self.state, self.error = "failed", str(error)
 
     def runner(self, deadline: float, pool=None) -> ScheduledRunner:
-        if self.state == "failed":
-            raise ModelFailedError(f"model '{self.name}' failed: {self.error}", param="model")
+        if self.state in ("failed", "skipped"):
+            raise ModelFailedError(f"model '{self.name}' {self.state}: {self.error}", param="model")
         if self.state != "ready":
             raise NotReadyError(f"model '{self.name}' is {self.state}", param="model")
         return ScheduledRunner(self.worker, deadline, pool)
 
-    def require(self, task: str) -> None:
-        if task not in self.tasks:
-            raise UnsupportedTaskError(f"model '{self.name}' does not serve '{task}'; it serves: "
-                                       f"{', '.join(self.tasks) or 'nothing'}", param="model")
+    def task_model(self, deadline: float, pool=None) -> TaskModel:
+        return TaskModel(self.name, self.runner(deadline, pool), self.capabilities)
+
+    def require(self, task: str, role: str = "model") -> None:
+        require(TaskModel(self.name, None, self.capabilities), task, role=role)
 
     def describe(self) -> dict:
-        engine = self.engine
+        engine, caps = self.engine, self.capabilities
         return {
             "name": self.name, "family": self.spec.family, "state": self.state, "error": self.error,
-            "tasks": list(self.tasks), "graphs": list(engine.graphs) if engine else [],
+            "warnings": list(self.spec.warnings),
+            "tasks": list(caps.tasks), "graphs": list(caps.graphs),
+            "capabilities": {"score_heads": list(caps.score_heads), "vqa_modes": list(caps.vqa_modes),
+                             "embedding_dim": caps.embedding_dim, "max_text_tokens": caps.max_text_tokens,
+                             "image_size": caps.image_size, "answers": list(caps.answers)} if engine else None,
             "device": str(engine.device) if engine else self.spec.device,
             "dtype": str(engine.dtype).removeprefix("torch.") if engine else self.spec.dtype,
-            "attention": engine.backend.name if engine else self.spec.attention,
-            "cross_attention": engine.cross_mode if engine else self.spec.cross_attention,
-            "runtimes": {g: engine.runtime(g) for g in engine.graphs} if engine else None,
+            "runtimes": {g: engine.runtime(g) for g in caps.graphs} if engine else None,
+            "details": engine.describe() if engine else None,
             "load_seconds": self.load_seconds,
         }
 

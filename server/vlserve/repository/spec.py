@@ -1,19 +1,17 @@
 """model.toml: how one model folder is served. Every key is optional; unknown keys are an
 error (a typo must not be silently ignored). A folder without model.toml is served with
-defaults: its name is the folder's name, everything else follows the server settings.
+defaults: its name is the folder's name, its family is the one that claims the folder
+(repository/registry.py), everything else follows the server settings.
 
     name = "blip-toy"
-    family = "blip"
-    tasks = ["caption", "vqa"]          # a subset of what the weights serve
+    family = "blip"                     # default: the family that claims the folder
+    tasks = ["caption", "vqa"]          # a subset of what the weights serve (route names)
     device = "auto"                     # auto | cpu | cuda | cuda:1
     dtype = "float32"                   # float32 | float16 | bfloat16
     attention = "auto"                  # auto | eager | sdpa | triton
-    cross_attention = "auto"            # auto | cached | absorbed
-    fusion_first_token = "[CLS]"        # ITM / question first token (default: by checkpoint origin)
-    prompt = ""                         # default caption prompt
     runtime = "onnx"                    # torch | onnx, for every encoder graph the weights hold
     [runtime]                           # ... or, instead of the line above, per graph:
-    vision = "onnx"                     # torch | onnx; likewise text and fusion (the decoder is torch only)
+    vision = "onnx"                     # torch | onnx; likewise text and fusion (decoders are torch only)
     onnx_dir = "onnx"                   # the ONNX files, under the model folder unless absolute;
                                         # exported on first load when absent or stale
     [batching]
@@ -21,24 +19,34 @@ defaults: its name is the folder's name, everything else follows the server sett
     max_queue_delay_ms = 5
     max_queue_size = 512
     max_decode_rows = 64
-    [generation.caption]                # defaults for caption requests
+    [generation.caption]                # defaults for caption requests (any generation field)
     max_new_tokens = 20
     [generation.vqa]
     max_new_tokens = 10
     [vqa]
     answers = ["yes", "no"]             # candidates when a request asks to rank without listing them
+    [blip]                              # the family's own table (families/blip/engine.py BlipOptions)
+    cross_attention = "auto"            # auto | cached | absorbed
+    fusion_first_token = "[CLS]"        # ITM / question first token (default: by checkpoint origin)
+    prompt = ""                         # default caption prompt
+
+A family's keys written at the top level (as before the family tables) still work: they
+move into the family's table with a warning in the log and in /v1/models.
 """
 
 from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ..engine.family import TASKS
+from ..engine.generation.params import GenerationOptions
 from ..errors import CheckpointError
 from ..settings import Settings
+from . import registry
 
 
 class _Strict(BaseModel):
@@ -52,24 +60,13 @@ class Batching(_Strict):
     max_decode_rows: int | None = Field(None, ge=1)
 
 
-class GenerationDefaults(_Strict):
-    max_new_tokens: int | None = None
-    min_new_tokens: int | None = None
-    num_beams: int | None = None
-    length_penalty: float | None = None
-    do_sample: bool | None = None
-    temperature: float | None = None
-    top_k: int | None = None
-    top_p: float | None = None
-    repetition_penalty: float | None = None
-
-
 class Generation(_Strict):
-    caption: GenerationDefaults = GenerationDefaults()
-    vqa: GenerationDefaults = GenerationDefaults()
+    caption: GenerationOptions = GenerationOptions()
+    vqa: GenerationOptions = GenerationOptions()
 
 
 Runtime = Literal["torch", "onnx"]
+ENCODER_GRAPHS = ("vision", "text", "fusion")
 
 
 class GraphRuntimes(_Strict):
@@ -84,44 +81,73 @@ class Vqa(_Strict):
     answers: list[str] = []
 
 
+TaskName = Literal[TASKS]  # type: ignore[valid-type]
+
+
 class ModelSpec(_Strict):
     name: str
     folder: Path
-    family: Literal["blip"] = "blip"
-    tasks: list[str] | None = None
+    family: str | None = None
+    tasks: list[TaskName] | None = None
     device: str | None = None
     dtype: str | None = None
     attention: str | None = None
-    cross_attention: Literal["auto", "cached", "absorbed"] = "auto"
-    fusion_first_token: Literal["[CLS]", "[ENC]"] | None = None
-    prompt: str | None = None
     runtime: Runtime | GraphRuntimes = "torch"
     batching: Batching = Batching()
     generation: Generation = Generation()
     vqa: Vqa = Vqa()
+    family_options: Any = None  # the family's table, validated by the family
+    warnings: list[str] = []
 
     @classmethod
-    def from_folder(cls, folder: Path) -> "ModelSpec":
+    def from_folder(cls, folder: Path, name: str | None = None) -> "ModelSpec":
+        """The folder's model.toml, its family (named or claimed) and that family's table.
+        Raise CheckpointError saying what is wrong; a folder no family claims raises
+        UnclaimedFolder with every family's reason."""
         path = folder / "model.toml"
-        raw = {}
+        raw: dict = {}
         if path.is_file():
             try:
                 raw = tomllib.loads(path.read_text())
             except tomllib.TOMLDecodeError as exc:
                 raise CheckpointError(f"{path}: {exc}") from exc
-        raw.setdefault("name", folder.name)
+        raw.setdefault("name", name or folder.name)
+        warnings = []
+        if raw.get("tasks") and "itm" in raw["tasks"]:
+            raw["tasks"] = [t for t in raw["tasks"] if t != "itm"] + ["score", "rank"]
+            warnings.append("model.toml: task 'itm' is now named by its routes: 'score' and 'rank'")
+        tables = {n: raw.pop(n) for n in registry.names() if n in raw}
+        family_name = raw.get("family")
+        if family_name is None:
+            family_name, why = registry.sniff(folder)
+            if family_name is None:
+                raise UnclaimedFolder(why)
+            raw["family"] = family_name
+        family = registry.family(family_name)
+        table = dict(tables.pop(family_name, {}))
+        for key in family.legacy_keys:
+            if key in raw:
+                table.setdefault(key, raw.pop(key))
+                warnings.append(f"model.toml: top-level '{key}' is deprecated; write it under [{family_name}]")
+        if tables:
+            raise CheckpointError(f"{path}: tables {', '.join(f'[{t}]' for t in tables)} are for other families "
+                                  f"than this folder's '{family_name}'")
         try:
-            return cls(folder=folder, **raw)
-        except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            spec = cls(folder=folder, **raw)
+            spec.family_options = family.options(table)
+        except (ValidationError, ValueError) as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()) \
+                if isinstance(exc, ValidationError) else str(exc)
             raise CheckpointError(f"{path}: {problems}") from exc
+        spec.warnings = warnings
+        return spec
 
     def onnx_graphs(self) -> tuple[str, ...]:
         """Encoder graphs on ONNX Runtime (the engine skips those the weights lack)."""
         r = self.runtime
         if isinstance(r, str):
-            return ("vision", "text", "fusion") if r == "onnx" else ()
-        return tuple(g for g in ("vision", "text", "fusion") if getattr(r, g) == "onnx")
+            return ENCODER_GRAPHS if r == "onnx" else ()
+        return tuple(g for g in ENCODER_GRAPHS if getattr(r, g) == "onnx")
 
     @property
     def onnx_dir(self) -> str | None:
@@ -136,6 +162,5 @@ class ModelSpec(_Strict):
         return device
 
 
-def is_model_folder(folder: Path) -> bool:
-    return folder.is_dir() and any((folder / n).exists() for n in ("model.toml", "config.json")) \
-        or any(folder.glob("*.pth"))
+class UnclaimedFolder(CheckpointError):
+    """No family serves this folder (the message gives every family's reason)."""

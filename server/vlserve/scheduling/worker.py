@@ -1,5 +1,5 @@
 """One thread per model owns its device: it forms batches for the encoder graphs and
-steps the decoder's continuous batch, alternating between the two.
+steps the decoders' continuous batches (scheduling/decoding.py), alternating between the two.
 
 Event-loop side: `submit` / `submit_generate` enqueue an Item and return at once (or raise
 QueueFullError); the caller awaits `item.future`. Cancelling that future (a client that
@@ -16,21 +16,26 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-from ..engine.blip_engine import BlipEngine
-from ..engine.generation.loop import DecodeLoop
+from ..engine.family import DecoderGraph, FamilyEngine
 from ..errors import ModelFailedError, QueueFullError
+from ..settings import Settings
+from .decoding import Decoders
 from .items import Item
-from .ops import OPS, Op
+from .ops import Op, ops_for
 
 log = logging.getLogger("vlserve.scheduling")
 
 
+def _default(name: str):
+    return Settings.model_fields[name].default  # the settings are the one source of these defaults
+
+
 @dataclass(frozen=True)
 class Limits:
-    max_batch_size: int = 32
-    max_queue_delay_ms: float = 5.0
-    max_queue_size: int = 512
-    max_decode_rows: int = 64
+    max_batch_size: int = _default("max_batch_size")
+    max_queue_delay_ms: float = _default("max_queue_delay_ms")
+    max_queue_size: int = _default("max_queue_size")
+    max_decode_rows: int = _default("max_decode_rows")
 
 
 class NullMetrics:
@@ -75,27 +80,18 @@ class GraphQueue:
 
 
 class DeviceWorker:
-    def __init__(self, engine: BlipEngine, limits: Limits = Limits(), metrics=None, name: str = "model",
+    def __init__(self, engine: FamilyEngine, limits: Limits = Limits(), metrics=None, name: str = "model",
                  on_death=None):
         self.engine, self.limits, self.name = engine, limits, name
         self.on_death = on_death  # called with the error if the thread dies
         self.dead: ModelFailedError | None = None
         self.current: list[Item] = []  # the encoder batch being run
         self.metrics = metrics or NullMetrics()
-        self.queues = {name: GraphQueue(op, limits) for name, op in OPS.items()}
+        self.queues = {name: GraphQueue(op, limits) for name, op in ops_for(engine).items()}
+        self.decoders = Decoders(engine, limits.max_decode_rows, limits.max_queue_size, self.metrics, name)
         self.cond = threading.Condition()
-        self.inbox: deque[Item] = deque()  # generate items not yet handed to the decode loop
-        self.running: list[Item] = []  # generate items with groups in the decode loop
-        self.decode = self._new_decode_loop()
         self.stopping = False
         self.thread = threading.Thread(target=self._run, name=f"vlserve-worker-{name}", daemon=True)
-
-    def _new_decode_loop(self) -> DecodeLoop | None:
-        decoder = self.engine.model.text_decoder
-        if decoder is None:
-            return None
-        return DecodeLoop(decoder, self.engine.tokenizer.sep_id, max_rows=self.limits.max_decode_rows,
-                          cross_mode=self.engine.cross_mode)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -113,7 +109,8 @@ class DeviceWorker:
     def pending(self) -> int:
         """Items queued or running (for draining and tests)."""
         with self.cond:
-            return sum(len(q.items) for q in self.queues.values()) + len(self.inbox) + len(self.running)
+            return sum(len(q.items) for q in self.queues.values()) + len(self.decoders.inbox) + \
+                len(self.decoders.running)
 
     # -- event-loop side ----------------------------------------------------------------------
 
@@ -122,24 +119,21 @@ class DeviceWorker:
         with self.cond:
             if self.dead is not None:
                 raise self.dead
-            queue = self.queues[op]
+            queue = self.queues.get(op)
+            if queue is None:
+                raise ValueError(f"model '{self.name}' has no '{op}' operation")
             queue.put(item)
             self.metrics.depth(op, queue.queued)
             self.cond.notify()
         return item
 
-    def submit_generate(self, groups: list, deadline: float) -> Item:
+    def submit_generate(self, groups: list, deadline: float, graph: DecoderGraph) -> Item:
         loop = asyncio.get_running_loop()
-        rows = sum(g.max_rows for g in groups)
-        item = Item(groups, rows, loop.create_future(), loop, deadline)
+        item = Item(groups, sum(g.max_rows for g in groups), loop.create_future(), loop, deadline)
         with self.cond:
             if self.dead is not None:
                 raise self.dead
-            waiting = sum(i.size for i in self.inbox) + sum(g.max_rows for g in self.decode.waiting)
-            if waiting + rows > self.limits.max_queue_size and waiting:
-                raise QueueFullError(f"the decoder queue is full ({waiting} sequences waiting)")
-            self.inbox.append(item)
-            self._decoder_depth()
+            self.decoders.put(item, graph)
             self.cond.notify()
         return item
 
@@ -166,11 +160,9 @@ class DeviceWorker:
             self.on_death(error)
         with self.cond:
             self.dead = error
-            items = list(self.current) + list(self.inbox) + list(self.running)
+            items = list(self.current) + self.decoders.take_all()
             for queue in self.queues.values():
                 items += queue.take_all()
-            self.inbox.clear()
-            self.running.clear()
         for item in items:
             item.fail(error)
 
@@ -184,19 +176,19 @@ class DeviceWorker:
             self.current = batch
             self._run_batch(queue.op, batch)
             self.current = []
-        if self.decode is not None and self.decode.busy and not self.stopping:
-            self._decode_step()
+        if self.decoders.busy and not self.stopping:
+            self.decoders.step(self.cond)
 
     def _wait_for_work(self) -> GraphQueue | None:
         """Under the lock: the queue to serve now, or None when only decoding is due."""
         while not self.stopping:
-            self._admit_generate()
+            self.decoders.admit(self._live)
             now = time.monotonic()
             dues = [(d, q) for q in self.queues.values() if (d := q.due_in(now)) is not None]
             ready = [q for d, q in dues if d <= 0]
             if ready:  # the oldest waiting batch first
                 return min(ready, key=lambda q: q.items[0].enqueued)
-            if self.decode is not None and self.decode.busy:
+            if self.decoders.busy:
                 return None
             self.cond.wait(min((d for d, _ in dues), default=None))
         return None
@@ -232,66 +224,3 @@ class DeviceWorker:
                 continue
             live.append(item)
         return live
-
-    # -- decoding ---------------------------------------------------------------------------
-
-    def _admit_generate(self) -> None:
-        """Under the lock: hand new generate items to the decode loop; drop dead ones."""
-        while self.inbox:
-            item = self.inbox.popleft()
-            if self._live([item]):
-                item.state = set(range(len(item.inputs)))  # groups not yet finished
-                for group in item.inputs:
-                    group.ticket = item
-                    self.decode.add(group)
-                self.running.append(item)
-        for item in list(self.running):
-            waiting = any(g in self.decode.waiting for g in item.inputs)
-            if item.cancelled or (waiting and item.expired):
-                self._stop_item(item)
-                if not item.cancelled:
-                    item.expire()
-        self._decoder_depth()
-
-    def _decode_step(self) -> None:
-        start = time.monotonic()
-        try:
-            rows = self.decode.batch.rows
-            finished = self.decode.step()
-        except Exception as exc:
-            log.exception("%s: decoder step failed", self.name)
-            with self.cond:
-                for item in self.running:
-                    item.fail(exc)
-                self.running.clear()
-                self.decode = self._new_decode_loop()
-            return
-        self.metrics.computed("decoder", time.monotonic() - start, max(rows, 1))
-        self.metrics.generated(rows)
-        with self.cond:
-            for group in finished:
-                item = group.ticket
-                if item is None or item not in self.running:
-                    continue
-                if group.error is not None:  # only this request's work failed
-                    log.error("%s: a decode group failed: %r", self.name, group.error)
-                    self._stop_item(item)
-                    item.fail(group.error)
-                    continue
-                item.state.discard(item.inputs.index(group))
-                if not item.state:
-                    self.running.remove(item)
-                    item.resolve([g.results for g in item.inputs])
-            self._decoder_depth()
-
-    def _stop_item(self, item: Item) -> None:
-        """Under the lock: drop what is left of a generate item's groups."""
-        for group in item.inputs:
-            self.decode.drop(group)
-        self.running.remove(item)
-
-    def _decoder_depth(self) -> None:
-        """Under the lock: sequences waiting for the decoder (inbox and not yet admitted)."""
-        if self.decode is not None:
-            waiting = sum(i.size for i in self.inbox) + sum(g.max_rows for g in self.decode.waiting)
-            self.metrics.depth("decoder", waiting)

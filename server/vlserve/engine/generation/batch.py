@@ -1,9 +1,17 @@
-"""The tensors of a running decode batch.
+"""The tensors of a running decode batch, for any DecoderGraph (engine/family.py).
 
 Rows are sequences (a beam, a sample, a greedy caption); sources are what they are
 conditioned on (one image's states, or one question's states). Each row has its own
-self-attention cache and token history; each source has its cross-attention keys/values,
-computed once and read by all of its rows (they never get copied per beam).
+self-attention cache and token history; each source has the tensors its graph made for
+it once (cross-attention keys/values, or an image prefix), read by all of its rows: they
+never get copied per beam.
+
+Storage is preallocated per bucket, as gpt-fast's `setup_caches` does: rows and sources
+in powers of two, positions in blocks of LENGTH_BLOCK. It is reallocated only when a
+bucket is outgrown (counted in `allocations`), never per step, so every step reads and
+writes the same buffers. A step runs on views of the live rows and positions; stepping
+whole buckets instead (static shapes, for capturing a step as a CUDA graph) needs no
+other storage.
 
 Rows of one group are contiguous and groups keep their order, so source i belongs to
 group i. `select` rebuilds the row order after every decision (beams fork and die,
@@ -14,68 +22,83 @@ from __future__ import annotations
 
 import torch
 
-from ...models.blip.cross import MODES, AbsorbedCross, CachedCross
-from ...models.blip.text import TextDecoder
+from ..family import DecoderGraph, SourceView
+
+LENGTH_BLOCK = 32
+
+
+def row_bucket(n: int) -> int:
+    return 1 << max(0, n - 1).bit_length()
+
+
+def length_bucket(n: int) -> int:
+    return -(-n // LENGTH_BLOCK) * LENGTH_BLOCK
 
 
 class DecodeBatch:
-    def __init__(self, decoder: TextDecoder, cross_mode: str = "cached"):
-        if cross_mode not in MODES:
-            raise ValueError(f"cross_mode must be one of {MODES}, got {cross_mode!r}")
-        self.decoder = decoder
-        self.cross_mode = cross_mode
-        cfg = decoder.bert.config
-        p = decoder.cls.predictions.decoder.weight
-        self.device, self.dtype = p.device, p.dtype
-        self.layers = cfg.num_hidden_layers
-        self.heads = cfg.num_attention_heads
-        self.head_dim = cfg.hidden_size // cfg.num_attention_heads
-        self.rows = 0
-        self.sources = 0
+    def __init__(self, graph: DecoderGraph):
+        self.graph = graph
+        self.device, self.dtype = graph.device, graph.dtype
+        self.rows = self.sources = 0
         self.row_cap = self.len_cap = self.src_cap = self.src_len_cap = 0
+        self.allocations = 0  # buffer (re)allocations: only when a bucket is outgrown
         self.k: list[torch.Tensor] = []  # per layer (row_cap, H, len_cap, Dh)
         self.v: list[torch.Tensor] = []
-        # cached: per layer keys then values (src_cap, H, src_len_cap, Dh); absorbed: states (src_cap, len, Dw)
-        self.src: list[torch.Tensor] = []
-        self.cache_len = torch.zeros(0, dtype=torch.long, device=self.device)  # tokens in each row's cache
-        self.history = torch.zeros((0, 0), dtype=torch.long, device=self.device)  # prompt + chosen tokens
-        self.logprob = torch.zeros(0, dtype=torch.float32, device=self.device)  # model log-prob so far
-        self.pending = torch.zeros(0, dtype=torch.long, device=self.device)  # chosen, not yet in cache
-        self.src_len = torch.zeros(0, dtype=torch.long, device=self.device)
+        self.src: list[torch.Tensor] = []  # the graph's per-source tensors, src_cap sources, src_len_cap keys
+        self.cache_len = self._zeros((0,), torch.long)  # tokens in each row's cache
+        self.history = self._zeros((0, 0), torch.long)  # prompt + chosen tokens
+        self.logprob = self._zeros((0,), torch.float32)  # model log-prob so far
+        self.pending = self._zeros((0,), torch.long)  # chosen, not yet in the cache
+        self.src_len = self._zeros((0,), torch.long)
         self.row_lengths: list[int] = []  # cache_len on the host, to size views without a sync
         self.src_lengths: list[int] = []
         self.groups = None  # (row_src, row_slot, slots) when a source has several rows
+
+    def _zeros(self, shape, dtype=None) -> torch.Tensor:
+        return torch.zeros(shape, device=self.device, dtype=dtype or self.dtype)
 
     # -- capacity -----------------------------------------------------------------------
 
     def _grow_rows(self, rows: int, length: int) -> None:
         if rows <= self.row_cap and length <= self.len_cap:
             return
-        rc, lc = max(rows, 2 * self.row_cap), max(length, self.len_cap)
-        shape = (rc, self.heads, lc, self.head_dim)
-        self.k = [_regrow(t, shape, self.rows) for t in self.k] or [self._zeros(shape) for _ in range(self.layers)]
-        self.v = [_regrow(t, shape, self.rows) for t in self.v] or [self._zeros(shape) for _ in range(self.layers)]
+        rc, lc = max(row_bucket(rows), self.row_cap), max(length_bucket(length), self.len_cap)
+        g = self.graph
+        shape = (rc, g.heads, lc, g.head_dim)
+        self.k = [_regrow(t, shape, self.rows) for t in self.k] or [self._zeros(shape) for _ in range(g.layers)]
+        self.v = [_regrow(t, shape, self.rows) for t in self.v] or [self._zeros(shape) for _ in range(g.layers)]
         self.cache_len = _regrow(self.cache_len, (rc,), self.rows)
         self.logprob = _regrow(self.logprob, (rc,), self.rows)
         self.pending = _regrow(self.pending, (rc,), self.rows)
         self.history = _regrow(self.history, (rc, lc + 1), self.rows)
         self.row_cap, self.len_cap = rc, lc
+        self.allocations += 1
 
-    def _grow_sources(self, sources: int, length: int) -> None:
-        if sources <= self.src_cap and length <= self.src_len_cap:
+    def _grow_sources(self, sources: int, length: int, like: list[torch.Tensor]) -> None:
+        if self.src:  # a source that does not fit the pools' shape must fail alone, never reshape them
+            d = self.graph.source_length_dim
+            for pool, t in zip(self.src, like):
+                if pool.shape[1:d] + pool.shape[d + 1:] != t.shape[1:d] + t.shape[d + 1:] or pool.dtype != t.dtype:
+                    raise ValueError(f"source of shape {tuple(t.shape)} does not fit the decode batch's "
+                                     f"{tuple(pool.shape)}")
+        if sources <= self.src_cap and length <= self.src_len_cap and self.src:
             return
-        sc, lc = max(sources, 2 * self.src_cap), max(length, self.src_len_cap)
-        self.src = [_regrow(t, self._src_shape(t, sc, lc), self.sources) for t in self.src]
+        sc, lc = max(row_bucket(sources), self.src_cap), max(length_bucket(length), self.src_len_cap)
+        shapes = [self._source_shape(t, sc, lc) for t in like]
+        self.src = [_regrow(t, s, self.sources) for t, s in zip(self.src, shapes)] if self.src else \
+            [self._zeros(s, t.dtype) for t, s in zip(like, shapes)]
         self.src_len = _regrow(self.src_len, (sc,), self.sources)
         self.src_cap, self.src_len_cap = sc, lc
+        self.allocations += 1
 
-    def _src_shape(self, t: torch.Tensor, sources: int, length: int):
-        if self.cross_mode == "cached":
-            return (sources, t.shape[1], length, t.shape[3])
-        return (sources, length, t.shape[2])
+    def _source_shape(self, t: torch.Tensor, sources: int, length: int) -> tuple:
+        shape = [sources, *t.shape[1:]]
+        shape[self.graph.source_length_dim] = length
+        return tuple(shape)
 
-    def _zeros(self, shape):
-        return torch.zeros(shape, device=self.device, dtype=self.dtype)
+    def _keys(self, t: torch.Tensor, length: int) -> torch.Tensor:
+        """The first `length` key positions of a source tensor."""
+        return t.narrow(self.graph.source_length_dim, 0, length)
 
     # -- admission ----------------------------------------------------------------------
 
@@ -88,37 +111,20 @@ class DecodeBatch:
         s0, r0 = self.sources, self.rows
         self._grow_rows(r0 + n, max_len)
         src_len = torch.tensor(state_lengths, dtype=torch.long, device=self.device)
-        cross_pad = None
+        pad = None
         if min(state_lengths) < lk:
-            cross_pad = torch.arange(lk, device=self.device)[None, :] >= src_len[:, None]  # (n, Lk)
-        states = states.to(self.dtype)
-        if self.cross_mode == "cached":
-            kv = self.decoder.bert.cross_kv(states)
-            new = [k for k, _ in kv] + [v for _, v in kv]
-            cross = CachedCross(kv, cross_pad)
-        else:
-            new = [states]
-            cross = AbsorbedCross(states, cross_pad)
-        if s0 == 0:  # an empty pool: adopt the new tensors instead of copying them
-            self.src = [t.contiguous() for t in new]
-            self.src_len = torch.zeros(n, dtype=torch.long, device=self.device)
-            self.src_cap, self.src_len_cap = n, lk
-        else:
-            self._grow_sources(s0 + n, lk)
-            for pool, t in zip(self.src, new):
-                if self.cross_mode == "cached":
-                    pool[s0:s0 + n, :, :lk] = t
-                else:
-                    pool[s0:s0 + n, :lk] = t
+            pad = torch.arange(lk, device=self.device)[None, :] >= src_len[:, None]  # (n, Lk)
+        new = self.graph.source_tensors(states)
+        self._grow_sources(s0 + n, lk, new)
+        for pool, t in zip(self.src, new):
+            self._keys(pool[s0:s0 + n], lk).copy_(t)
         self.src_len[s0:s0 + n] = src_len
 
         lp = max(len(p) for p in prompts)
         ids = torch.tensor([p + [p[0]] * (lp - len(p)) for p in prompts], dtype=torch.long, device=self.device)
         lengths = torch.tensor([len(p) for p in prompts], dtype=torch.long, device=self.device)
         cache = [(k[r0:r0 + n], v[r0:r0 + n]) for k, v in zip(self.k, self.v)]
-        hidden = self.decoder.bert.prefill(ids, lengths, cache, cross)  # (n, Lp, Dt)
-        last = hidden[torch.arange(n, device=self.device), lengths - 1]  # (n, Dt)
-        logits = self.decoder.cls(last).float()
+        logits = self.graph.prefill(ids, lengths, cache, SourceView(new, pad))
         # commit only now: a prefill that raised leaves the running rows and sources as they were
         self.src_lengths += list(state_lengths)
         self.sources += n
@@ -136,21 +142,15 @@ class DecodeBatch:
         r, s = self.rows, self.sources
         kv_len = max(self.row_lengths) + 1
         src_max = max(self.src_lengths)
-        positions = self.cache_len[:r]
         cache = [(k[:r, :, :kv_len], v[:r, :, :kv_len]) for k, v in zip(self.k, self.v)]
-        cross_pad = None
+        pad = None
         if min(self.src_lengths) < src_max:
-            cross_pad = torch.arange(src_max, device=self.device)[None, :] >= self.src_len[:s, None]
-        if self.cross_mode == "cached":
-            half = len(self.src) // 2
-            kv = [(k[:s, :, :src_max], v[:s, :, :src_max]) for k, v in zip(self.src[:half], self.src[half:])]
-            cross = CachedCross(kv, cross_pad, self.groups)
-        else:
-            cross = AbsorbedCross(self.src[0][:s, :src_max], cross_pad, self.groups)
-        hidden = self.decoder.bert.step(self.pending[:r], positions, cache, cross)
+            pad = torch.arange(src_max, device=self.device)[None, :] >= self.src_len[:s, None]
+        view = SourceView([self._keys(t[:s], src_max) for t in self.src], pad, self.groups)
+        logits = self.graph.step(self.pending[:r], self.cache_len[:r], cache, view)
         self.cache_len[:r] += 1
         self.row_lengths = [n + 1 for n in self.row_lengths]
-        return self.decoder.cls(hidden).float()
+        return logits
 
     def histories(self, rows: torch.Tensor) -> torch.Tensor:
         """Token histories of the given rows (N, T), padded with each row's first token."""
@@ -206,7 +206,7 @@ def _regrow(t: torch.Tensor, shape, used: int) -> torch.Tensor:
 
 
 def _grouping(sizes: list[int], device):
-    """(row_src, row_slot, slots) for shared cross keys, or None when every source has one row."""
+    """(row_src, row_slot, slots) for shared source tensors, or None when every source has one row."""
     if all(s == 1 for s in sizes):
         return None
     row_src = torch.repeat_interleave(torch.arange(len(sizes), device=device),

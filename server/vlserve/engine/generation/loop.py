@@ -10,18 +10,21 @@ from __future__ import annotations
 
 import torch
 
-from ...models.blip.text import TextDecoder
+from ...errors import InvalidInputError
+from ..family import DecoderGraph, Source
 from .batch import DecodeBatch
-from .groups import BeamGroup, Group, Hypothesis, SampledGroup
+from .groups import BeamGroup, Group, Hypothesis, SampledGroup, make_group
+from .params import GenerationParams
 from .processors import repetition_penalty, suppress_token, warp
 
 MAX_RESTARTS = 1  # reruns of a group after a batch step failed under it
 
 
 class DecodeLoop:
-    def __init__(self, decoder: TextDecoder, eos_id: int, max_rows: int | None = None, cross_mode: str = "cached"):
-        self.batch = DecodeBatch(decoder, cross_mode)
-        self.eos = eos_id
+    def __init__(self, graph: DecoderGraph, max_rows: int | None = None):
+        self.graph = graph
+        self.batch = DecodeBatch(graph)
+        self.eos = graph.eos_id
         self.max_rows = max_rows
         self.groups: list[Group] = []
         self.waiting: list[Group] = []
@@ -74,7 +77,7 @@ class DecodeLoop:
         """A step over the whole batch failed: no row is to blame yet, so every running
         group goes back to its prompt, in a fresh batch, ahead of the queue. Prefill then
         isolates a group that fails on its own; one that fails a step twice is given up."""
-        self.batch = DecodeBatch(self.batch.decoder, self.batch.cross_mode)
+        self.batch = DecodeBatch(self.graph)
         again, given_up = [], []
         for g in self.groups:
             if g.restarts >= MAX_RESTARTS:
@@ -245,12 +248,25 @@ class DecodeLoop:
         return finished
 
 
-def generate(decoder: TextDecoder, groups: list[Group], eos_id: int,
-             cross_mode: str = "cached") -> list[list[Hypothesis]]:
+def make_groups(graph: DecoderGraph, sources: list[Source], prompts: list[list[int]],
+                params: list[GenerationParams]) -> list[Group]:
+    """One group per source; refuses a prompt + max_new_tokens past the decoder's positions."""
+    for p, prm in zip(prompts, params):
+        if len(p) + prm.max_new_tokens > graph.max_positions:
+            raise InvalidInputError(f"prompt ({len(p)} tokens) + max_new_tokens ({prm.max_new_tokens}) exceeds "
+                                    f"the decoder's {graph.max_positions} positions", param="max_new_tokens")
+    return [make_group(p, prm, src.states, src.length) for src, p, prm in zip(sources, prompts, params)]
+
+
+@torch.inference_mode()
+def generate(graph: DecoderGraph, groups: list[Group]) -> list[list[Hypothesis]]:
     """Run groups to completion as one static batch."""
-    loop = DecodeLoop(decoder, eos_id, cross_mode=cross_mode)
+    loop = DecodeLoop(graph)
     for g in groups:
         loop.add(g)
     while loop.busy:
         loop.step()
+    failed = next((g.error for g in groups if g.error is not None), None)
+    if failed is not None:
+        raise failed
     return [g.results for g in groups]

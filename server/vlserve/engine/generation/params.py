@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields, replace
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from ...errors import InvalidInputError
 
 # hard limits; a server may set lower ones (its settings), passed to `validate`
@@ -75,3 +77,30 @@ class GenerationParams:
         if self.num_beams == 1 and not self.do_sample and self.num_return > 1:
             bad("num_captions", "more than one per image needs do_sample or num_beams >= num_captions")
         return self
+
+
+def _ranged(name: str, description: str | None = None):
+    low, high = RANGES[name]
+    return Field(None, ge=low, le=high, description=description)
+
+
+class GenerationOptions(BaseModel):
+    """The generation fields a request or a model.toml may set (None: not set). The one
+    declaration of them: the wire schemas, model.toml and the CLI all derive from it.
+    Upper limits of max_new_tokens and num_beams are the server's (validate's arguments)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    max_new_tokens: int | None = Field(None, ge=1, description="tokens to generate at most (EOS included)")
+    min_new_tokens: int | None = Field(None, ge=0)
+    num_beams: int | None = Field(None, ge=1)
+    length_penalty: float | None = _ranged("length_penalty")
+    do_sample: bool | None = None
+    top_p: float | None = Field(None, gt=0, le=1)
+    top_k: int | None = _ranged("top_k", "0 disables it")
+    temperature: float | None = _ranged("temperature")
+    seed: int | None = _ranged("seed")
+    repetition_penalty: float | None = _ranged("repetition_penalty")
+
+    def given(self) -> dict:
+        """The fields that were set, as GenerationParams.replace takes them."""
+        return {k: getattr(self, k) for k in GenerationOptions.model_fields if getattr(self, k) is not None}

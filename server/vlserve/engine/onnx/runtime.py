@@ -17,7 +17,17 @@ import numpy as np
 import torch
 
 from ...errors import CheckpointError
-from .graphs import GraphSpec
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    """An exported graph's interface: input and output names with their dims ("batch",
+    "length" or a fixed size); the runtime sizes its profiles and checks calls with it."""
+
+    name: str
+    inputs: dict[str, tuple]
+    outputs: dict[str, tuple]
+
 
 log = logging.getLogger("vlserve.onnx")
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer
 
-from ..errors import CheckpointError, InvalidInputError, TextTooLongError
-from ..models.blip.config import TextConfig
+from ...errors import CheckpointError, InvalidInputError, TextTooLongError
+from .config import TextConfig
 
 
 class BlipTokenizer:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..models.blip.model import Blip
-from .blip_loader import LM_WEIGHT, hf_state_dict
+from .model import Blip
+from .loader import LM_WEIGHT, hf_state_dict
 
 ROLE_ARCHITECTURES = {"caption": "BlipForConditionalGeneration", "answer": "BlipForQuestionAnswering"}
 

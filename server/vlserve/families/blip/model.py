@@ -16,17 +16,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..attention import AttentionBackend
+from ...models.attention import AttentionBackend
 from .config import BlipConfig
 from .text import TextDecoder, TextTransformer
 from .vision import VisionTransformer
-
-TASK_GRAPHS = {
-    "caption": ("vision", "decoder"),
-    "embed": ("vision", "text"),
-    "itm": ("vision", "fusion"),
-    "vqa": ("vision", "fusion", "decoder"),
-}
 
 
 @dataclass(frozen=True)
@@ -50,21 +43,6 @@ class Components:
         if self.text_decoder:
             graphs.append("decoder")
         return tuple(graphs)
-
-    @property
-    def tasks(self) -> tuple[str, ...]:
-        graphs = set(self.graphs)
-        tasks = [t for t, need in TASK_GRAPHS.items() if graphs.issuperset(need)]
-        # ITM needs the head on top of the fusion graph; VQA needs no head
-        if "itm" in tasks and not self.itm_head:
-            tasks.remove("itm")
-        if "caption" in tasks and "caption" not in self.decoder_roles:
-            tasks.remove("caption")
-        if "vqa" in tasks and "answer" not in self.decoder_roles:
-            tasks.remove("vqa")
-        if "caption" in tasks and "itm" in tasks:
-            tasks.append("capfilt")  # BLIP's captioner + filter
-        return tuple(tasks)
 
 
 class Blip(nn.Module):

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ...errors import CheckpointError
-from ...models.blip.model import Blip
+from ....errors import CheckpointError
+from ..model import Blip
 from .graphs import eager_attention, example_inputs, graph_module, graph_spec
 
 log = logging.getLogger("vlserve.onnx")
@@ -177,6 +177,6 @@ def cpu_model(model: Blip | None, folder: Path, dtype: torch.dtype) -> Blip:
         p = next(model.parameters())
         if p.device.type == "cpu" and p.dtype == dtype:
             return model
-    from ..blip_loader import load_blip
+    from ..loader import load_blip
 
     return load_blip(folder, device="cpu", dtype=dtype).model

@@ -1,75 +1,58 @@
-"""BlipEngine: a loaded BLIP checkpoint and its graph operations, each on a batch.
+"""BlipEngine: a loaded BLIP checkpoint behind the family contract (engine/family.py).
 
-The engine knows nothing of requests or scheduling: the tasks layer composes these
-operations, and the scheduler batches calls to them across requests.
+Which optional capabilities it has follows the checkpoint's weights (model.py
+Components): a captioning folder captions, a retrieval folder embeds and matches, a VQA
+folder answers, a union folder does all of it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from pydantic import BaseModel, ConfigDict
 
-from ..errors import InvalidInputError, UnsupportedTaskError
-from ..models.attention import make_backend
-from ..models.blip.cross import MODES
-from ..models.blip.model import TASK_GRAPHS, Blip
-from .blip_loader import load_blip
-from .generation.groups import Hypothesis, make_group
-from .generation.loop import generate
-from .generation.params import GenerationParams
-from .images import DEFAULT_MAX_PIXELS, ImageProcessor, decode_image
-from .onnx.runtime import OrtOptions
+from ...engine.family import (AnswerGenerator, AnswerRanker, Captioner, EngineOptions, FamilyEngine, Matcher,
+                              Source, derive_capabilities, resolve_dtype)
+from ...engine.images import ImageProcessor, decode_image
+from ...errors import InvalidInputError
+from ...models.attention import make_backend
+from .cross import MODES
+from .decoder import BlipDecoderGraph
+from .loader import load_blip
+from .model import Blip
 from .tokenizer import BlipTokenizer
 
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
-          "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
 
+class BlipOptions(BaseModel):
+    """model.toml's [blip] table."""
 
-def resolve_dtype(dtype) -> torch.dtype:
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    try:
-        return DTYPES[str(dtype).lower()]
-    except KeyError:
-        raise ValueError(f"unknown dtype {dtype!r}; choose one of {sorted(DTYPES)}") from None
-
-
-@dataclass(frozen=True)
-class EngineOptions:
-    device: str = "cpu"
-    dtype: str = "float32"
-    attention: str = "auto"
-    # None: follow the checkpoint's origin ([CLS] for HF layouts, [ENC] for original .pth)
-    fusion_first_token: str | None = None
-    default_prompt: str | None = None  # None: "a picture of " for original .pth, else no prompt
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    # decoder cross-attention: "cached" keys/values or "absorbed" into the query (models/blip/cross.py);
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    # decoder cross-attention: "cached" keys/values or "absorbed" into the query (cross.py);
     # auto: absorbed on the CPU (fewer FLOPs for short outputs), cached on CUDA (the Triton kernels' layout)
-    cross_attention: str = "auto"
-    # encoder graphs (vision, text, fusion) run by ONNX Runtime instead of torch; ones the
-    # checkpoint lacks are ignored. The decoder stays on torch (KV cache, continuous batching).
-    onnx_graphs: tuple[str, ...] = ()
-    onnx_dir: str | None = None  # None: <model folder>/onnx; relative paths are under the model folder
-    ort: OrtOptions = OrtOptions()
+    cross_attention: Literal["auto", "cached", "absorbed"] = "auto"
+    # ITM / question first token; None: by the checkpoint's origin ([CLS] for HF layouts, [ENC] for .pth)
+    fusion_first_token: Literal["[CLS]", "[ENC]"] | None = None
+    prompt: str | None = None  # default caption prompt; None: "a picture of " for .pth, else none
 
 
-class BlipEngine:
+class BlipEngine(FamilyEngine):
     family = "blip"
 
-    def __init__(self, folder: str | Path, options: EngineOptions = EngineOptions()):
+    def __init__(self, folder: str | Path, options: EngineOptions = EngineOptions(),
+                 blip: BlipOptions = BlipOptions()):
         self.folder = Path(folder)
-        self.options = options
+        self.options, self.blip_options = options, blip
         self.device = torch.device(options.device)
         self.dtype = resolve_dtype(options.dtype)
         loaded = load_blip(self.folder, device=self.device, dtype=self.dtype)
         self.model: Blip = loaded.model
         self.origin = loaded.origin
         self.backend = make_backend(options.attention, self.device)
-        cross = options.cross_attention
+        cross = blip.cross_attention
         if cross == "auto":
             cross = "cached" if self.device.type == "cuda" else "absorbed"
         if cross not in MODES:
@@ -79,13 +62,15 @@ class BlipEngine:
         cfg = self.model.config
         self.tokenizer = BlipTokenizer.from_folder(self.folder, cfg.text, ids_from_vocab=self.origin == "original")
         self.processor = ImageProcessor.from_folder(self.folder, cfg.vision.image_size)
-        first = options.fusion_first_token or ("[ENC]" if self.origin == "original" else "[CLS]")
-        if first not in ("[CLS]", "[ENC]"):
-            raise ValueError(f"fusion_first_token must be '[CLS]' or '[ENC]', got {first!r}")
+        first = blip.fusion_first_token or ("[ENC]" if self.origin == "original" else "[CLS]")
         self.fusion_first_token = first
         self.fusion_first_id = self.tokenizer.enc_id if first == "[ENC]" else self.tokenizer.cls_id
-        prompt = options.default_prompt
+        prompt = blip.prompt
         self.default_prompt = prompt if prompt is not None else ("a picture of " if self.origin == "original" else "")
+        decoder = self.model.text_decoder
+        # one decoder serves both roles in a union checkpoint: caption and answer rows share its loop
+        self.caption_decoder = self.answer_decoder = (
+            BlipDecoderGraph(decoder, self.tokenizer.sep_id, cross) if decoder is not None else None)
         self.onnx = None
         if options.onnx_graphs:
             from .onnx.encoders import OnnxEncoders
@@ -94,26 +79,36 @@ class BlipEngine:
             self.onnx = OnnxEncoders(self.model, self.folder, options.onnx_graphs, out, self.device, self.dtype,
                                      options.ort)
 
-    def runtime(self, graph: str) -> str:
-        """Which runtime runs a graph: "onnx" or "torch"."""
-        return "onnx" if self.onnx is not None and graph in self.onnx else "torch"
-
     # -- what this checkpoint serves ------------------------------------------------------
 
     @property
     def graphs(self) -> tuple[str, ...]:
         return self.model.components.graphs
 
-    @property
-    def tasks(self) -> tuple[str, ...]:
-        return self.model.components.tasks
+    def supports(self, capability: type) -> bool:
+        c, graphs = self.model.components, self.graphs
+        if capability is Captioner:
+            return "decoder" in graphs and "caption" in c.decoder_roles
+        if capability in (AnswerGenerator, AnswerRanker):
+            return "fusion" in graphs and "decoder" in graphs and "answer" in c.decoder_roles
+        if capability is Matcher:
+            return "fusion" in graphs and c.itm_head
+        return False
 
-    def require(self, task: str) -> None:
-        if task not in self.tasks:
-            need = ", ".join(TASK_GRAPHS.get(task, (task,)))
-            raise UnsupportedTaskError(
-                f"this checkpoint cannot serve '{task}' (needs graphs: {need}); it serves: {', '.join(self.tasks)}",
-                param="model")
+    @property
+    def capabilities(self):
+        cfg = self.model.config
+        return derive_capabilities(
+            self, embedding_dim=cfg.image_text_hidden_size if "text" in self.graphs else None,
+            max_text_tokens=cfg.text.max_position_embeddings, image_size=self.processor.size, graphs=self.graphs)
+
+    def runtime(self, graph: str) -> str:
+        """Which runtime runs a graph: "onnx" or "torch"."""
+        return "onnx" if self.onnx is not None and graph in self.onnx else "torch"
+
+    def describe(self) -> dict:
+        return {"attention": self.backend.name, "cross_attention": self.cross_mode,
+                "fusion_first_token": self.fusion_first_token, "default_prompt": self.default_prompt}
 
     # -- inputs (CPU work; the server runs these in a thread pool) ---------------------
 
@@ -133,9 +128,11 @@ class BlipEngine:
         params = params or [f"images[{i}]" for i in range(len(images))]
         return self.processor([self.load_image(im, p) for im, p in zip(images, params)])
 
-    @staticmethod
-    def stack_pixels(parts: list[torch.Tensor]) -> torch.Tensor:
-        return torch.cat(parts)
+    def check_texts(self, texts: list[str], param: str = "texts") -> None:
+        self.tokenizer.validate(list(texts), param)
+
+    def decode_text(self, tokens: list[int]) -> str:
+        return self.tokenizer.decode(tokens)
 
     # -- graphs ---------------------------------------------------------------------------
 
@@ -160,7 +157,7 @@ class BlipEngine:
         return self.model.text_embeddings(ids.to(self.device), mask.to(self.device)).float()
 
     @torch.inference_mode()
-    def itm(self, states: torch.Tensor, texts: list[str]) -> torch.Tensor:
+    def match(self, states: torch.Tensor, texts: list[str]) -> torch.Tensor:
         """`fusion` + ITM head: match probability (B,) for pairs (states[i], texts[i])."""
         ids, mask = self.tokenizer.encode_batch(texts, first_token=self.fusion_first_id)
         if self.runtime("fusion") == "onnx":
@@ -169,49 +166,40 @@ class BlipEngine:
             logits = self.model.itm_logits(states, ids.to(self.device), mask.to(self.device))
         return logits.float().softmax(dim=-1)[:, 1]
 
+    # -- generation sources -------------------------------------------------------------
+
+    def caption_prompt(self, prompt: str | None) -> list[int]:
+        return self.tokenizer.encode_prompt(self.default_prompt if prompt is None else prompt)
+
+    def caption_sources(self, states: torch.Tensor) -> list[Source]:
+        return [Source(s, s.shape[0]) for s in states]  # every image token is real
+
+    def answer_prompt(self) -> list[int]:
+        return [self.tokenizer.dec_id]
+
     @torch.inference_mode()
-    def encode_questions(self, states: torch.Tensor, questions: list[str]):
-        """`fusion`: question states (B, Lq, Dt) grounded in the images, and their lengths."""
+    def question_sources(self, states: torch.Tensor, questions: list[str]) -> list[Source]:
+        """`fusion`: each question's states (Lq, Dt) grounded in its image."""
         ids, mask = self.tokenizer.encode_batch(questions, first_token=self.fusion_first_id, param="questions")
         if self.runtime("fusion") == "onnx":
             hidden = self.onnx.fusion(states, ids, mask)[0].to(self.device)
         else:
             hidden = self.model.fuse(states, ids.to(self.device), mask.to(self.device))
-        return hidden, mask.sum(dim=1).tolist()
+        lengths = mask.sum(dim=1).tolist()
+        return [Source(h[:n], n) for h, n in zip(hidden, lengths)]
 
-    def check_length(self, prompt_len: int, params: GenerationParams, param: str = "max_new_tokens") -> None:
-        limit = self.model.config.text.max_position_embeddings
-        if prompt_len + params.max_new_tokens > limit:
-            raise InvalidInputError(
-                f"prompt ({prompt_len} tokens) + max_new_tokens ({params.max_new_tokens}) exceeds the "
-                f"decoder's {limit} positions", param=param)
-
-    def make_groups(self, sources: list[torch.Tensor], lengths: list[int], prompts: list[list[int]],
-                    params: list[GenerationParams]):
-        for p, prm in zip(prompts, params):
-            self.check_length(len(p), prm)
-        return [make_group(p, prm, s, n) for s, n, p, prm in zip(sources, lengths, prompts, params)]
+    def answer_tokens(self, answer: str) -> list[int]:
+        return self.tokenizer.answer_ids(answer)[1:-1]
 
     @torch.inference_mode()
-    def generate(self, groups) -> list[list[Hypothesis]]:
-        """`decoder`: run sequence groups to completion as one static batch."""
-        return generate(self.model.text_decoder, groups, self.tokenizer.sep_id, self.cross_mode)
-
-    def answer_loglik(self, q_states: torch.Tensor, q_length: int, candidates: list[str]) -> torch.Tensor:
-        return self.answer_loglik_batch([(q_states, q_length, candidates)])[0]
-
-    @torch.inference_mode()
-    def answer_loglik_batch(self, items: list) -> list[torch.Tensor]:
-        """`decoder`, teacher-forced: log p(answer + [SEP] | question) for each candidate.
-
-        items: (question states (Lq, Dt), question length, candidates); returns (C,) per item.
-        """
+    def answer_loglik(self, items: list[tuple[Source, list[str]]]) -> list[torch.Tensor]:
+        """`decoder`, teacher-forced: log p(answer + [SEP] | question) for each candidate; (C,) per item."""
         rows, sources, lengths = [], [], []
-        for q_states, q_length, candidates in items:
+        for source, candidates in items:
             for i, c in enumerate(candidates):
                 rows.append(self.tokenizer.answer_ids(c, param=f"candidates[{i}]"))
-                sources.append(q_states[:q_length])
-                lengths.append(q_length)
+                sources.append(source.states[: source.length])
+                lengths.append(source.length)
         ids, mask = self.tokenizer.pad(rows)
         ids, mask = ids.to(self.device), mask.to(self.device)
         states = torch.nn.utils.rnn.pad_sequence(sources, batch_first=True)  # (rows, Lq, Dt)
@@ -220,7 +208,4 @@ class BlipEngine:
         logits = self.model.text_decoder(ids, mask, states, src_pad).float()  # (rows, L, V)
         lp = F.log_softmax(logits[:, :-1], dim=-1).gather(2, ids[:, 1:, None])[..., 0]  # (rows, L-1)
         scores = (lp * mask[:, 1:]).sum(dim=1)
-        return list(torch.split(scores, [len(c) for _, _, c in items]))
-
-    def decode_text(self, tokens: list[int]) -> str:
-        return self.tokenizer.decode(tokens)
+        return list(torch.split(scores, [len(c) for _, c in items]))

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import torch
 
-from ..errors import CheckpointError
-from ..models.blip.config import BlipConfig, TextConfig, VisionConfig
-from ..models.blip.model import Blip, Components
-from .weights import check_finite, find_weights, read_state_dict
+from ...errors import CheckpointError
+from .config import BlipConfig, TextConfig, VisionConfig
+from .model import Blip, Components
+from ...engine.weights import check_finite, find_weights, read_state_dict
 
 # (our key prefix, checkpoint key prefix); `{i}` stands for a layer index. Read left to
 # right to export, right to left to load.

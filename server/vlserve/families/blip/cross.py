@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from ..attention import group_rows
+from ...models.attention import group_rows
 
 MODES = ("cached", "absorbed")
 

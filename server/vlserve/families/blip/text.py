@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..activations import activation
-from ..attention import AttentionBackend, SdpaAttention
+from ...models.activations import activation
+from ...models.attention import AttentionBackend, SdpaAttention
 from .config import TextConfig
 
 

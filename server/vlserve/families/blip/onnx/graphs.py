@@ -12,22 +12,15 @@ Runtime provider runs, without the sdpa backend's shape-dependent fast paths.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 
-from ...models.attention import EagerAttention
-from ...models.blip.model import Blip
+from ....engine.onnx.runtime import GraphSpec
+from ....models.attention import EagerAttention
+from ..model import Blip
 
 ENCODER_GRAPHS = ("vision", "text", "fusion")
-
-
-@dataclass(frozen=True)
-class GraphSpec:
-    name: str
-    inputs: dict[str, tuple]  # input name -> dims: "batch", "length" or a fixed size
-    outputs: dict[str, tuple]
 
 
 def graph_spec(model: Blip, graph: str) -> GraphSpec:

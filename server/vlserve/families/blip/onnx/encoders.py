@@ -7,10 +7,10 @@ from pathlib import Path
 
 import torch
 
-from ...models.blip.model import Blip
+from ..model import Blip
 from .export import ensure_exports
 from .graphs import ENCODER_GRAPHS, graph_spec
-from .runtime import OrtGraph, OrtOptions
+from ....engine.onnx.runtime import OrtGraph, OrtOptions
 
 
 class OnnxEncoders:
