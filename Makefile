@@ -4,6 +4,13 @@ PY := $(VENV)/bin/python
 # The CPU build of torch lies on this workplace's disk; on a CUDA machine override it, e.g.
 #   make test TORCH_SPEC="torch"
 TORCH_SPEC ?= torch==2.13.0
+# The reference environment for the parity tests that need open_clip (tests/parity): open_clip
+# needs torchvision, which does not import beside the CPU torch 2.13 wheel; torch 2.14.1 and
+# torchvision 0.29.1 lie on this workplace's disk. transformers 4.55 still has what
+# open_clip's generate imports (BeamSearchScorer).
+REF_VENV ?= .venv-ref
+REF_PY := $(REF_VENV)/bin/python
+REF_SPEC ?= torch==2.14.1 torchvision==0.29.1
 
 .PHONY: install test serve bench clean
 
@@ -14,13 +21,21 @@ $(VENV)/.installed: pyproject.toml clients/python/pyproject.toml
 	$(PY) -m pip install -q -e './clients/python[all]'
 	touch $@
 
+$(REF_VENV)/.installed: pyproject.toml
+	python3 -m venv $(REF_VENV)
+	$(REF_PY) -m pip install -q $(REF_SPEC)
+	$(REF_PY) -m pip install -q "open_clip_torch==3.3.0" "transformers==4.55.4" "pytest>=8"
+	$(REF_PY) -m pip install -q -e .
+	touch $@
+
 install: $(VENV)/.installed
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed $(REF_VENV)/.installed
 	$(PY) -m pytest -q
+	$(REF_PY) -m pytest -q tests/parity
 
 serve: $(VENV)/.installed
 	$(VENV)/bin/vlserve serve
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(REF_VENV) .pytest_cache

@@ -1,7 +1,7 @@
 """BLIP's training losses on one batch: ITC, ITM with hard negatives, captioning LM, VQA answers.
 
 All four read the same image states, so one set of weights learns every task at once.
-Beyond BLIP's in-batch negatives, the world's false captions (data.false_caption) join ITC
+Beyond BLIP's in-batch negatives, the world's false captions (vlserve.shapes.false_caption) join ITC
 as extra texts and ITM as extra negatives: a batch of 64 random scenes rarely holds the
 caption with two colours swapped, and those are the pairs ITM must tell apart.
 """

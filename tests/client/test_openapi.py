@@ -113,4 +113,5 @@ def test_the_comparison_can_fail(spec):
     found = differences(sdk_shape(Drifted), server_shape(spec, "#/components/schemas/CaptionResponse"), "X")
     assert sorted(found) == ["X.captions[][]: ('integer',) in the SDK, ('object', (('logprob', True, ('number',)), "
                              "('text', True, ('string',)), ('tokens', True, ('array', ('integer',))))) in the server",
-                             "X.extra: only in the SDK", "X.usage: only in the server"]
+                             "X.extra: only in the SDK", "X.image_embeddings: only in the server",
+                             "X.usage: only in the server"]

@@ -82,10 +82,11 @@ class AsyncClient(BaseClient):
 
     async def caption(self, images: ImageInput | Sequence[ImageInput], *, model: str | None = None,
                       prompt: str | None = None, num_captions: int | None = None, timeout_s: float | None = None,
+                      return_embeddings: bool | None = None,
                       **generation: Unpack[GenerationOptions]) -> CaptionResponse:
         return await self._call("caption", self._caption_request(
             await self._wire(images), generation, model=model, prompt=prompt, num_captions=num_captions,
-            timeout_s=timeout_s))
+            timeout_s=timeout_s, return_embeddings=return_embeddings))
 
     async def embed(self, images: ImageInput | Sequence[ImageInput] | None = None,
                     texts: str | Sequence[str] | None = None, *, model: str | None = None,

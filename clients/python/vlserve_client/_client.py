@@ -82,11 +82,12 @@ class Client(BaseClient):
 
     def caption(self, images: ImageInput | Sequence[ImageInput], *, model: str | None = None,
                 prompt: str | None = None, num_captions: int | None = None, timeout_s: float | None = None,
-                **generation: Unpack[GenerationOptions]) -> CaptionResponse:
-        """Caption images; `captions[i]` holds image i's `num_captions` captions."""
+                return_embeddings: bool | None = None, **generation: Unpack[GenerationOptions]) -> CaptionResponse:
+        """Caption images; `captions[i]` holds image i's `num_captions` captions.
+        `return_embeddings`: also each image's embedding, from the same vision pass."""
         return self._call("caption", self._caption_request(
             self._wire(images), generation, model=model, prompt=prompt, num_captions=num_captions,
-            timeout_s=timeout_s))
+            timeout_s=timeout_s, return_embeddings=return_embeddings))
 
     def embed(self, images: ImageInput | Sequence[ImageInput] | None = None, texts: str | Sequence[str] | None = None,
               *, model: str | None = None, timeout_s: float | None = None) -> EmbeddingsResponse:

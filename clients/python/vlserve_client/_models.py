@@ -32,6 +32,7 @@ class Usage(BaseModel):
 class CaptionResponse(BaseModel):
     model: str
     captions: list[list[Caption]]  # per image, `num_captions` each
+    image_embeddings: list[list[float]] | None = None  # with return_embeddings: from the same vision pass
     usage: Usage
 
 
@@ -148,6 +149,7 @@ class CaptionRequest(_Request):
     images: list[str]
     prompt: str | None = None
     num_captions: int | None = None
+    return_embeddings: bool | None = None
     max_new_tokens: int | None = None
     min_new_tokens: int | None = None
     num_beams: int | None = None

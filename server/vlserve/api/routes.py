@@ -50,7 +50,8 @@ def _given(body, names) -> dict:
     return {k: getattr(body, k) for k in names if getattr(body, k) is not None}
 
 
-@router.post("/caption", response_model=CaptionResponse, responses=ERRORS, openapi_extra=_doc(CaptionRequest),
+@router.post("/caption", response_model=CaptionResponse, responses=ERRORS, response_model_exclude_none=True,
+             openapi_extra=_doc(CaptionRequest),
              summary="Caption images (vision -> decoder)")
 async def caption(request: Request):
     gw, body, uploads = await _read(request, CaptionRequest)
@@ -60,11 +61,14 @@ async def caption(request: Request):
         fields = _given(body, GenerationOptions.model_fields) | {"num_return": body.num_captions}
         params = _generation(gw, served["model"].caption_defaults, fields)
         pixels = await decode_images(gw, served["model"], images)
-        caps = await caption_task(models["model"], pixels, prompt=body.prompt, params=params)
+        out = await caption_task(models["model"], pixels, prompt=body.prompt, params=params,
+                                 with_embeddings=body.return_embeddings)
+        caps, embeddings = out if body.return_embeddings else (out, None)
         tokens = sum(len(c.tokens) for cs in caps for c in cs)
         return CaptionResponse(model=served["model"].name, usage=Usage(images=len(caps), generated_tokens=tokens),
                                captions=[[CaptionOut(text=c.text, tokens=c.tokens, logprob=c.logprob) for c in cs]
-                                         for cs in caps])
+                                         for cs in caps],
+                               image_embeddings=embeddings.tolist() if embeddings is not None else None)
 
     return await gw.run(request, "caption", body.timeout_s, work, model=(body.model, "caption"))
 

@@ -37,6 +37,8 @@ class CaptionRequest(_Request, GenerationOptions):
     images: list[ImageRef] = Field(min_length=1)
     prompt: str | None = Field(None, description="text the caption continues (returned text excludes it)")
     num_captions: int | None = Field(None, ge=1, description="captions per image (sampling or beams)")
+    return_embeddings: bool = Field(False, description="also return each image's embedding from the same "
+                                    "vision pass (models that serve embed)")
 
 
 class CaptionOut(BaseModel):
@@ -53,6 +55,7 @@ class Usage(BaseModel):
 class CaptionResponse(BaseModel):
     model: str
     captions: list[list[CaptionOut]]
+    image_embeddings: list[list[float]] | None = Field(None, description="with return_embeddings: unit length")
     usage: Usage
 
 

@@ -203,8 +203,10 @@ class DecoderGraph(Protocol):
         """Right-padded prompts (n, Lp), one row per source; fills the rows' caches.
         Returns float32 logits (n, V) at each prompt's last token."""
 
-    def step(self, tokens: torch.Tensor, positions: torch.Tensor, cache: list, sources: SourceView) -> torch.Tensor:
-        """One token per row at its position; returns float32 logits (R, V)."""
+    def step(self, tokens: torch.Tensor, positions: torch.Tensor, cache: list, sources: SourceView,
+             history: torch.Tensor | None = None) -> torch.Tensor:
+        """One token per row at its position; returns float32 logits (R, V). `history` (R, L):
+        each row's tokens so far (its prompt included), for graphs whose masks depend on them."""
 
 
 class Family(ABC):

@@ -133,3 +133,45 @@ class ImageProcessor:
             arr = torch.from_numpy(np.asarray(img, dtype=np.float32).copy())  # (H, W, 3)
             out[i] = (arr.permute(2, 0, 1) * self.rescale_factor - mean) / std  # (3, H, W)
         return out
+
+
+@dataclass(frozen=True)
+class CropProcessor:
+    """open_clip's eval transform: resize the shorter side to `size` (bicubic; kept when it
+    already fits), centre crop, rescale by 1/255, normalise; or `squash` to size x size.
+    Sizes and crop offsets are computed as torchvision does (int() of the long side,
+    round() of the offsets), so the pixels equal open_clip's for RGB images."""
+
+    size: int = 224
+    mean: tuple[float, float, float] = CLIP_MEAN
+    std: tuple[float, float, float] = CLIP_STD
+    resize_mode: str = "shortest"  # shortest | squash
+    interpolation: str = "bicubic"  # bicubic | bilinear
+
+    def __post_init__(self):
+        if self.resize_mode not in ("shortest", "squash") or self.interpolation not in ("bicubic", "bilinear"):
+            raise ValueError(f"preprocessing resize_mode={self.resize_mode!r} interpolation={self.interpolation!r} "
+                             "is not served (shortest or squash; bicubic or bilinear)")
+
+    def _fit(self, img: Image.Image) -> Image.Image:
+        resample = Image.Resampling.BICUBIC if self.interpolation == "bicubic" else Image.Resampling.BILINEAR
+        s, (w, h) = self.size, img.size
+        if self.resize_mode == "squash":
+            return img if (w, h) == (s, s) else img.resize((s, s), resample=resample)
+        short, long = (w, h) if w <= h else (h, w)
+        new_short, new_long = s, int(s * long / short)
+        new = (new_short, new_long) if w <= h else (new_long, new_short)
+        if new != (w, h):
+            img = img.resize(new, resample=resample)
+        left, top = int(round((new[0] - s) / 2.0)), int(round((new[1] - s) / 2.0))
+        return img.crop((left, top, left + s, top + s))
+
+    def __call__(self, images: list[Image.Image]) -> torch.Tensor:
+        """RGB images -> float32 pixels (B, 3, size, size)."""
+        out = torch.empty((len(images), 3, self.size, self.size), dtype=torch.float32)
+        mean = torch.tensor(self.mean, dtype=torch.float32)[:, None, None]
+        std = torch.tensor(self.std, dtype=torch.float32)[:, None, None]
+        for i, img in enumerate(images):
+            arr = torch.from_numpy(np.asarray(self._fit(to_rgb(img)), dtype=np.uint8).copy())  # (H, W, 3)
+            out[i] = (arr.permute(2, 0, 1).float().div(255) - mean) / std  # (3, H, W), as ToTensor + Normalize
+        return out

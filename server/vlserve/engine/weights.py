@@ -70,3 +70,13 @@ def check_finite(module: torch.nn.Module, limit: int = 5) -> None:
     if bad:
         more = ", …" if len(bad) > limit else ""
         raise CheckpointError(f"weights are not finite (NaN or infinity) in: {', '.join(bad[:limit])}{more}")
+
+
+def key_listing(missing: list[str], unexpected: list[str], limit: int = 12) -> str:
+    """'N missing key(s): a, b, … M unexpected key(s): …' for a checkpoint error."""
+    def part(what: str, keys: list[str]) -> str:
+        if not keys:
+            return ""
+        more = f" … and {len(keys) - limit} more" if len(keys) > limit else ""
+        return f"{len(keys)} {what} key(s): {', '.join(keys[:limit])}{more}. "
+    return part("missing", missing) + part("unexpected", unexpected)

@@ -1,6 +1,15 @@
 """Activation functions by the names config.json uses."""
 
+import torch
 import torch.nn as nn
+
+
+class QuickGELU(nn.Module):
+    """x * sigmoid(1.702 x): OpenAI CLIP's GELU approximation, which its checkpoints were trained with."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(1.702 * x)
+
 
 _ACTIVATIONS = {
     "gelu": lambda: nn.GELU(),
@@ -9,6 +18,7 @@ _ACTIVATIONS = {
     "relu": lambda: nn.ReLU(),
     "silu": lambda: nn.SiLU(),
     "swish": lambda: nn.SiLU(),
+    "quick_gelu": QuickGELU,
 }
 
 

@@ -18,6 +18,7 @@ from ..errors import CheckpointError
 
 FAMILIES = {
     "blip": "vlserve.families.blip.family:FAMILY",
+    "coca": "vlserve.families.coca.family:FAMILY",
 }
 
 _loaded: dict[str, Family] = {}

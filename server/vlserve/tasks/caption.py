@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import torch
 
 from ..engine.generation.loop import make_groups
@@ -29,12 +31,24 @@ async def sample_captions(model: TaskModel, states, prompts: list[list[int]], pa
     return await model.runner.generate(groups, graph)
 
 
-async def caption(model: TaskModel, pixels: torch.Tensor, *, prompt=None,
-                  params: GenerationParams) -> list[list[Caption]]:
+async def caption(model: TaskModel, pixels: torch.Tensor, *, prompt=None, params: GenerationParams,
+                  with_embeddings: bool = False):
+    """One list of captions per image; with_embeddings: (captions, image embeddings (B, E))
+    from the same vision pass (CoCa's point: one encoder pass for both)."""
     require(model, "caption")
+    if with_embeddings:
+        require(model, "embed")
     engine, runner = model.engine, model.runner
     params.validate()
     texts = per_image(prompt, pixels.shape[0], "prompt")
     prompts = await runner.offload(lambda: [engine.caption_prompt(p) for p in texts])
-    results = await sample_captions(model, await runner.encode_images(pixels), prompts, params)
-    return [[Caption(engine.decode_text(h.tokens), h.tokens, h.logprob) for h in hyps] for hyps in results]
+    states = await runner.encode_images(pixels)
+    embedding = runner.image_embeddings(states) if with_embeddings else None
+    results, embeddings = await asyncio.gather(sample_captions(model, states, prompts, params),
+                                               embedding if embedding is not None else _nothing())
+    caps = [[Caption(engine.decode_text(h.tokens), h.tokens, h.logprob) for h in hyps] for hyps in results]
+    return (caps, embeddings) if with_embeddings else caps
+
+
+async def _nothing():
+    return None

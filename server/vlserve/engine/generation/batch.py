@@ -147,7 +147,7 @@ class DecodeBatch:
         if min(self.src_lengths) < src_max:
             pad = torch.arange(src_max, device=self.device)[None, :] >= self.src_len[:s, None]
         view = SourceView([self._keys(t[:s], src_max) for t in self.src], pad, self.groups)
-        logits = self.graph.step(self.pending[:r], self.cache_len[:r], cache, view)
+        logits = self.graph.step(self.pending[:r], self.cache_len[:r], cache, view, self.history[:r, :kv_len])
         self.cache_len[:r] += 1
         self.row_lengths = [n + 1 for n in self.row_lengths]
         return logits

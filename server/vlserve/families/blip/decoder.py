@@ -47,5 +47,5 @@ class BlipDecoderGraph:
         last = hidden[torch.arange(ids.shape[0], device=ids.device), lengths - 1]  # (n, Dt)
         return self.decoder.cls(last).float()
 
-    def step(self, tokens, positions, cache, sources: SourceView) -> torch.Tensor:
+    def step(self, tokens, positions, cache, sources: SourceView, history=None) -> torch.Tensor:
         return self.decoder.cls(self.decoder.bert.step(tokens, positions, cache, self._cross(sources))).float()

@@ -18,7 +18,7 @@ import torch
 from ...errors import CheckpointError
 from .config import BlipConfig, TextConfig, VisionConfig
 from .model import Blip, Components
-from ...engine.weights import check_finite, find_weights, read_state_dict
+from ...engine.weights import check_finite, find_weights, key_listing, read_state_dict
 
 # (our key prefix, checkpoint key prefix); `{i}` stands for a layer index. Read left to
 # right to export, right to left to load.
@@ -144,20 +144,12 @@ def build(config: BlipConfig, components: Components, state: dict[str, torch.Ten
     missing = sorted(expected - state.keys())
     unexpected = sorted(state.keys() - expected)
     if missing or unexpected:
-        raise CheckpointError("checkpoint does not match the BLIP architecture: "
-                              + _listing("missing", missing) + _listing("unexpected", unexpected))
+        raise CheckpointError("checkpoint does not match the BLIP architecture: " + key_listing(missing, unexpected))
     try:
         model.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as exc:  # shape mismatches: config.json disagrees with the weights
         raise CheckpointError(f"weights do not fit config.json: {exc}") from exc
     return model
-
-
-def _listing(what: str, keys: list[str], limit: int = 12) -> str:
-    if not keys:
-        return ""
-    more = f" … and {len(keys) - limit} more" if len(keys) > limit else ""
-    return f"{len(keys)} {what} key(s): {', '.join(keys[:limit])}{more}. "
 
 
 def read_config(folder: Path, state: dict[str, torch.Tensor], origin: str) -> BlipConfig:

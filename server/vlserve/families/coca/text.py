@@ -1,0 +1,112 @@
+"""The `text` graph and the caption decoder, open_clip's TextTransformer and
+MultimodalTransformer as CoCa uses them.
+
+The text tower is causal and appends a learned cls token after the text; its output at
+the cls (through ln_final and text_projection) is the text embedding, its outputs at the
+text positions (without ln_final) are what the multimodal layers read when captioning.
+A quirk that changes numbers, kept as open_clip 3.3 has it: the key padding mask is
+shifted by one (key 0 is always kept, key k is kept when token k-1 is not the pad id), so
+the first padding position after the text is attended and, for a padded text, the cls is
+not. The multimodal decoder's layers are a causal self-attention block then a
+cross-attention block over the image tokens, then ln_final and the vocabulary projection.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from .blocks import Block, Transformer, layer_norm
+from .config import CocaConfig
+
+
+def shifted_key_mask(ids: torch.Tensor, pad_id: int) -> torch.Tensor:
+    """(B, L) bool, True = keep: key 0 always, key k when ids[k-1] is not padding."""
+    keep = torch.ones_like(ids, dtype=torch.bool)
+    keep[:, 1:] = ids[:, :-1] != pad_id
+    return keep
+
+
+class TextTower(nn.Module):
+    def __init__(self, config: CocaConfig):
+        super().__init__()
+        t = config.text
+        self.pad_id = t.pad_id
+        self.token_embedding = nn.Embedding(t.vocab_size, t.width)
+        self.cls_emb = nn.Parameter(torch.empty(t.width))
+        self.positional_embedding = nn.Parameter(torch.empty(t.context_length + 1, t.width))
+        act = "quick_gelu" if config.quick_gelu else "gelu"
+        self.transformer = Transformer(t.width, t.layers, t.heads, t.mlp_ratio, act, t.ls_init_value is not None)
+        self.ln_final = layer_norm(t.width)
+        if t.proj_bias:
+            self.text_projection = nn.Linear(t.width, config.embed_dim)
+        else:
+            self.text_projection = nn.Parameter(torch.empty(t.width, config.embed_dim))
+
+    def project(self, pooled: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.text_projection, nn.Linear):
+            return self.text_projection(pooled)
+        return pooled @ self.text_projection
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids (B, L), padded as open_clip's tokenizer pads -> the unnormalised embedding (B, E)."""
+        b, n = ids.shape
+        x = self.token_embedding(ids)
+        x = torch.cat([x, self.cls_emb.to(x.dtype).view(1, 1, -1).expand(b, -1, -1)], dim=1)  # (B, L + 1, D)
+        x = x + self.positional_embedding[: n + 1].to(x.dtype)
+        keep = torch.cat([torch.ones_like(ids[:, :1], dtype=torch.bool), ids != self.pad_id], dim=1)
+        x = self.transformer(x, key_padding_mask=~keep, causal=True)
+        return self.project(self.ln_final(x[:, -1]))
+
+
+class MultimodalDecoder(nn.Module):
+    """`text_decoder`: resblocks (causal self-attention), cross_attn (to the image tokens)."""
+
+    def __init__(self, config: CocaConfig):
+        super().__init__()
+        m = config.multimodal
+        act = "quick_gelu" if config.quick_gelu else "gelu"
+        ls = m.ls_init_value is not None
+        self.resblocks = nn.ModuleList(Block(m.width, m.heads, 4.0, act, ls) for _ in range(m.layers))
+        self.cross_attn = nn.ModuleList(Block(m.width, m.heads, 4.0, act, ls, cross=True) for _ in range(m.layers))
+        self.ln_final = layer_norm(m.width)
+        self.text_projection = nn.Parameter(torch.empty(m.width, m.vocab_size))
+
+    def image_kv(self, tokens: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Each layer's cross-attention keys/values (S, H, N, Dh) over image tokens (S, N, D)."""
+        return [block.attn.kv(block.ln_1_kv(tokens)) for block in self.cross_attn]
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ln_final(x) @ self.text_projection
+
+
+class Coca(nn.Module):
+    """`visual`, `text`, `text_decoder` and `logit_scale`, as open_clip's CoCa holds them."""
+
+    def __init__(self, config: CocaConfig):
+        super().__init__()
+        from .vision import VisionTower
+
+        self.config = config
+        self.visual = VisionTower(config)
+        self.text = TextTower(config)
+        self.text_decoder = MultimodalDecoder(config)
+        self.logit_scale = nn.Parameter(torch.empty(()))
+
+    def set_attention_backend(self, backend) -> None:
+        for module in self.modules():
+            if hasattr(module, "backend"):
+                module.backend = backend
+
+    def teacher_forced(self, image_tokens: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """Logits (B, L, V) of every position of ids (B, L), the text tower then the decoder, as
+        open_clip's forward computes them (used in training and tests)."""
+        t = self.text
+        x = t.token_embedding(ids) + t.positional_embedding[: ids.shape[1]].to(t.token_embedding.weight.dtype)
+        x = t.transformer(x, key_padding_mask=~shifted_key_mask(ids, t.pad_id), causal=True)
+        d = self.text_decoder
+        for block, cross in zip(d.resblocks, d.cross_attn):
+            x = block(x, causal=True)
+            k, v = cross.attn.kv(cross.ln_1_kv(image_tokens))
+            x = cross.attend_with(x, cross.attn.backend.prefill(cross.attn.q(cross.ln_1(x)), k, v))
+        return d.logits(x)
