@@ -121,3 +121,14 @@ def test_an_empty_hub_cache_folder_is_reported(tmp_path):
     repo = ModelRepository(Settings(model_repo=tmp_path), metrics=None)
     assert repo.models["org/name"].state == "skipped" and "without snapshots" in repo.models["org/name"].error
     shutil.rmtree(tmp_path / "models--org--name")
+
+
+async def test_the_default_model_answers_requests_that_name_none(tmp_path):
+    make_folder(tmp_path / "first")
+    make_folder(tmp_path / "second", seed=3)
+    (tmp_path / "second" / "model.toml").write_text("default = true\n")
+    async with Live(Settings(model_repo=tmp_path)) as live:
+        r = await live.client.post("/v1/embeddings", json={"texts": ["a red dog"]})
+        assert r.status_code == 200 and r.json()["model"] == "second"
+        r = await live.client.post("/v1/embeddings", json={"texts": ["a red dog"], "model": "first"})
+        assert r.json()["model"] == "first"

@@ -55,6 +55,9 @@ class ModelRepository:
             return
         for folder, name, why in candidates(root):
             self._add(self._spec(folder, name, why))
+        marked = [m.name for m in self.models.values() if m.spec.default]
+        if len(marked) > 1:
+            log.warning("several models say default = true (%s): none is the default", ", ".join(marked))
 
     def _spec(self, folder: Path, name: str, why: str | None) -> ServedModel:
         spec = ModelSpec.model_construct(name=name, folder=folder, warnings=[])
@@ -125,6 +128,9 @@ class ModelRepository:
         serving = [m for m in self.models.values() if m.state == "ready" and task in m.tasks]
         if len(serving) == 1:
             return serving[0]
+        defaults = [m for m in serving if m.spec.default]
+        if len(defaults) == 1:  # several serve it: the one model.toml marks `default = true`
+            return defaults[0]
         if not serving:
             loading = [m.name for m in self.models.values() if m.state == "loading"]
             if loading:

@@ -5,6 +5,7 @@ defaults: its name is the folder's name, its family is the one that claims the f
 
     name = "blip-toy"
     family = "blip"                     # default: the family that claims the folder
+    default = true                      # the model a request that names none gets, when several serve its task
     tasks = ["caption", "vqa"]          # a subset of what the weights serve (route names)
     device = "auto"                     # auto | cpu | cuda | cuda:1
     dtype = "float32"                   # float32 | float16 | bfloat16
@@ -88,6 +89,7 @@ class ModelSpec(_Strict):
     name: str
     folder: Path
     family: str | None = None
+    default: bool = False
     tasks: list[TaskName] | None = None
     device: str | None = None
     dtype: str | None = None

@@ -52,13 +52,25 @@ class Attention(nn.Module):
         return (self._heads(F.linear(x, wk, b[self.dim: 2 * self.dim])),
                 self._heads(F.linear(x, wv, b[2 * self.dim:])))
 
+    def qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Self-attention's queries, keys and values in one matmul (packed weights)."""
+        if not self.packed:
+            return (self.q(x), *self.kv(x))
+        b, n, _ = x.shape
+        qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias).view(b, n, 3, self.heads, self.dim // self.heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, H, L, Dh)
+        return q, k, v
+
     def merge(self, ctx: torch.Tensor) -> torch.Tensor:
         b, _, n, _ = ctx.shape
         return self.out_proj(ctx.transpose(1, 2).reshape(b, n, self.dim))  # (B, L, D)
 
     def forward(self, x, kv_x=None, key_padding_mask=None, causal=False) -> torch.Tensor:
-        k, v = self.kv(x if kv_x is None else kv_x)
-        return self.merge(self.backend.prefill(self.q(x), k, v, key_padding_mask, causal))
+        if kv_x is None:
+            q, k, v = self.qkv(x)
+        else:
+            q, (k, v) = self.q(x), self.kv(kv_x)
+        return self.merge(self.backend.prefill(q, k, v, key_padding_mask, causal))
 
 
 class LayerScale(nn.Module):

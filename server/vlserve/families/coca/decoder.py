@@ -62,11 +62,10 @@ class CocaDecoderGraph:
         text_layers = self.model.config.text.layers
         drop = ~shifted_key_mask(ids, self.pad_id)  # prompts are right-padded: causality hides the padding
         for i, (block, (ck, cv)) in enumerate(zip(self._blocks, cache)):
-            h = block.ln_1(x)
-            k, v = block.attn.kv(h)
+            q, k, v = block.attn.qkv(block.ln_1(x))
             ck[:, :, :lp], cv[:, :, :lp] = k, v
             mask = drop if i < text_layers and bool(drop.any()) else None
-            x = block.attend_with(x, block.attn.backend.prefill(block.attn.q(h), k, v, mask, causal=True))
+            x = block.attend_with(x, block.attn.backend.prefill(q, k, v, mask, causal=True))
             if i >= text_layers:
                 x = self._cross(x, i - text_layers, sources, step=False)
         last = x[torch.arange(n, device=ids.device), lengths - 1]  # (n, D)
@@ -83,10 +82,9 @@ class CocaDecoderGraph:
             keep = shifted_key_mask(history, self.pad_id) & (
                 torch.arange(length, device=tokens.device)[None, :] <= positions[:, None])  # (R, kv_len)
         for i, (block, (ck, cv)) in enumerate(zip(self._blocks, cache)):
-            h = block.ln_1(x)
-            k, v = block.attn.kv(h)  # (R, H, 1, Dh)
+            q, k, v = block.attn.qkv(block.ln_1(x))  # (R, H, 1, Dh)
             ck[rows, :, positions], cv[rows, :, positions] = k[:, :, 0], v[:, :, 0]
-            q = block.attn.q(h)[:, :, 0]  # (R, H, Dh)
+            q = q[:, :, 0]  # (R, H, Dh)
             if keep is not None and i < text_layers:
                 ctx = block.attn.backend.prefill(q[:, :, None], ck, cv, ~keep)[:, :, 0]
             else:

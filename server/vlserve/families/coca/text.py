@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from .blocks import Block, Transformer, layer_norm
 from .config import CocaConfig
@@ -49,14 +50,30 @@ class TextTower(nn.Module):
         return pooled @ self.text_projection
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        """ids (B, L), padded as open_clip's tokenizer pads -> the unnormalised embedding (B, E)."""
+        """ids (B, L), padded as open_clip's tokenizer pads -> the unnormalised embedding (B, E).
+
+        The cls token (position L) reads only the keys the shifted mask keeps, all of them at or
+        before the position after the last real token (and its own, for a text filling the
+        context); those positions depend only on themselves and earlier ones. So the tower runs
+        on them and the cls alone, not on all L + 1 positions, and gives open_clip's numbers."""
         b, n = ids.shape
-        x = self.token_embedding(ids)
-        x = torch.cat([x, self.cls_emb.to(x.dtype).view(1, 1, -1).expand(b, -1, -1)], dim=1)  # (B, L + 1, D)
-        x = x + self.positional_embedding[: n + 1].to(x.dtype)
-        keep = torch.cat([torch.ones_like(ids[:, :1], dtype=torch.bool), ids != self.pad_id], dim=1)
+        real = ids != self.pad_id
+        last = n - 1 - real.flip(1).int().argmax(1)  # index of each row's last real token
+        m = torch.clamp(last + 2, max=n)  # positions to run: the text and the padding position after it
+        width = int(m.max()) + 1  # ... and the cls, at slot m
+        slots = torch.arange(width, device=ids.device)[None, :]
+        padded = F.pad(ids, (0, width - n))[:, :width] if width > n else ids[:, :width]
+        text = slots < m[:, None]
+        is_cls = slots == m[:, None]
+        x = self.token_embedding(torch.where(text, padded, 0))
+        x = torch.where(is_cls[..., None], self.cls_emb.to(x.dtype).view(1, 1, -1), x)
+        positions = torch.where(is_cls, n, torch.where(text, slots, 0))
+        x = x + self.positional_embedding[positions].to(x.dtype)
+        shifted = torch.ones_like(text)
+        shifted[:, 1:] = padded[:, :-1] != self.pad_id
+        keep = (text & shifted) | (is_cls & real[:, -1:])  # the cls keeps its own key only for a full text
         x = self.transformer(x, key_padding_mask=~keep, causal=True)
-        return self.project(self.ln_final(x[:, -1]))
+        return self.project(self.ln_final(x[torch.arange(b, device=ids.device), m]))
 
 
 class MultimodalDecoder(nn.Module):
