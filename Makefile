@@ -25,6 +25,9 @@ $(REF_VENV)/.installed: pyproject.toml
 	python3 -m venv $(REF_VENV)
 	$(REF_PY) -m pip install -q $(REF_SPEC)
 	$(REF_PY) -m pip install -q "open_clip_torch==3.3.0" "transformers==4.55.4" "pytest>=8"
+	# unilm's BEiT-3 heads and torchscale 0.3: --no-deps (their pins are old), then what their imports need
+	$(REF_PY) -m pip install -q --no-deps "torchscale==0.3.0" "beit3-gml==0.1.3"
+	$(REF_PY) -m pip install -q "fairscale==0.4.13" "timm>=1,<2" "sentencepiece>=0.2"
 	$(REF_PY) -m pip install -q -e .
 	touch $@
 

@@ -9,6 +9,7 @@ last, and saves every timing with the machine and versions as JSON.
 
     python bench/kernels.py [--out PATH] [--dtypes float16,bfloat16]
     python bench/kernels.py --dry-run   # CPU + TRITON_INTERPRET, tiny shapes, one run each
+                                        # (CUDA_ONLY kinds are left out)
 """
 
 from __future__ import annotations
@@ -32,14 +33,15 @@ ROOT = Path(__file__).resolve().parent.parent
 @dataclass(frozen=True)
 class Case:
     name: str
-    kind: str  # "attention" | "decode_cross" | "decode_self"
+    kind: str  # "attention" | "decode_cross" | "decode_self" | "decode_prefix"
     b: int     # batch (attention) or query rows R (decode)
     h: int
     lq: int    # attention query length; 1 for decode
     lk: int    # key length (decode: cache capacity)
     d: int
     causal: bool = False
-    beams: int = 1  # decode_cross: query rows sharing one KV row
+    beams: int = 1  # decode_cross/_prefix: query rows sharing one KV (prefix) row
+    lp: int = 0     # decode_prefix: shared prefix keys (image tokens) per KV row
 
 
 CASES = [
@@ -49,13 +51,17 @@ CASES = [
     Case("cross_text_image", "attention", 64, 12, 32, 577, 64),
     *(Case(f"decode_cross_r{r}", "decode_cross", r, 12, 1, 577, 64, beams=3) for r in (64, 128, 256)),
     Case("decode_self_r64", "decode_self", 64, 12, 1, 40, 64),
+    # BEiT-3 captioning: each beam's self cache plus its image's shared tokens.
+    Case("decode_prefix_r64", "decode_prefix", 64, 12, 1, 40, 64, beams=3, lp=577),
 ]
+# Left out of --dry-run, whose case list tests/kernels/test_bench.py pins.
+CUDA_ONLY = {"decode_prefix"}
 
 
 def shrink(case: Case) -> Case:
     """Tiny version of a case for --dry-run under the interpreter."""
     return Case(case.name, case.kind, min(case.b, 6), 2, min(case.lq, 9), min(case.lk, 37), case.d,
-                case.causal, case.beams)
+                case.causal, case.beams, min(case.lp, 37))
 
 
 # ---- bookkeeping -------------------------------------------------------------
@@ -87,7 +93,11 @@ def decode_rows(case: Case, lengths: torch.Tensor | None = None) -> tuple[int, i
     if case.kind == "decode_cross":
         s = math.ceil(case.b / case.beams)
         return s, s * case.lk
-    return case.b, int(lengths.sum()) if lengths is not None else case.b * case.lk
+    own = int(lengths.sum()) if lengths is not None else case.b * case.lk
+    if case.kind == "decode_prefix":
+        s = math.ceil(case.b / case.beams)
+        return case.b, s * case.lp + own
+    return case.b, own
 
 
 # ---- timing ------------------------------------------------------------------
@@ -179,6 +189,23 @@ def decode_impls(case, dtype, device, gen):
             impls[f"{name}_expanded"] = sdpa_with(backend, q[:, :, None], k_rows, v_rows)
             impls[f"{name}_grouped"] = sdpa_with(backend, q_grp, k, v)
         impls["matmul_softmax_expanded"] = lambda: matmul_softmax(q[:, :, None], k_rows, v_rows)
+        seen = rows * lk
+    elif case.kind == "decode_prefix":
+        lengths = torch.randint(1, lk + 1, (rows,), generator=gen).to(device)
+        _, keys = decode_rows(case, lengths)
+        k, v = torch.randn(2, rows, h, lk, d, generator=gen).to(device, dtype)
+        pk, pv = torch.randn(2, math.ceil(rows / case.beams), h, case.lp, d, generator=gen).to(device, dtype)
+        row_to_prefix = (torch.arange(rows) // case.beams).to(device)
+        impls = {"triton": lambda: vk.decode_attention(q, k, v, kv_lengths=lengths, prefix_k=pk,
+                                                       prefix_v=pv, row_to_prefix=row_to_prefix)}
+        # Baselines get prefix ++ own keys prebuilt per row; that copy is not timed.
+        cat_k, cat_v = torch.cat([pk[row_to_prefix], k], 2), torch.cat([pv[row_to_prefix], v], 2)
+        own = torch.arange(lk, device=device)[None, :] < lengths[:, None]
+        valid = torch.cat([own.new_ones(rows, case.lp), own], 1)[:, None, None, :]  # (R, 1, 1, Lp + Lk)
+        for name, backend in sdpa_backends().items():
+            impls[f"{name}_concat"] = sdpa_with(backend, q[:, :, None], cat_k, cat_v, attn_mask=valid)
+        impls["matmul_softmax_concat"] = lambda: matmul_softmax(q[:, :, None], cat_k, cat_v, valid)
+        seen = rows * case.lp + int(lengths.sum())
     else:
         lengths = torch.randint(1, lk + 1, (rows,), generator=gen).to(device)
         _, keys = decode_rows(case, lengths)
@@ -188,7 +215,8 @@ def decode_impls(case, dtype, device, gen):
         for name, backend in sdpa_backends().items():
             impls[name] = sdpa_with(backend, q[:, :, None], k, v, attn_mask=valid)
         impls["matmul_softmax"] = lambda: matmul_softmax(q[:, :, None], k, v, valid)
-    flops = 4 * h * d * (rows * lk if case.kind == "decode_cross" else int(lengths.sum()))
+        seen = int(lengths.sum())
+    flops = 4 * h * d * seen
     return impls, flops, decode_bytes(rows, h, d, keys, q.element_size())
 
 
@@ -242,6 +270,8 @@ def run(args) -> dict:
     print(f"device copy bandwidth: {bw:.0f} GB/s")
     records = []
     for case in CASES:
+        if args.dry_run and case.kind in CUDA_ONLY:
+            continue
         case = shrink(case) if args.dry_run else case
         for dtype_name in args.dtypes.split(","):
             dtype = getattr(torch, dtype_name)

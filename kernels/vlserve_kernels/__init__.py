@@ -3,7 +3,11 @@
 - `attention(q, k, v, *, key_padding_mask, causal, scale)`: prefill / encoder
   / cross attention; returns (B, H, Lq, D) as a view of (B, Lq, H, D) memory.
 - `decode_attention(q, k, v, *, kv_lengths, key_padding_mask, row_to_kv,
-  scale)`: one query per row over a KV cache, split-KV; returns (R, H, D).
+  scale, prefix_k, prefix_v, prefix_padding_mask, row_to_prefix)`: one query
+  per row over a KV cache, split-KV; returns (R, H, D). The optional prefix is
+  a key segment stored once and shared by several rows (row_to_prefix), e.g.
+  the image tokens of BEiT-3 captioning, attended in one softmax with each
+  row's own cache.
 - `attention_reference`, `decode_attention_reference`: float64 torch versions
   that define the semantics (reference.py).
 

@@ -76,14 +76,15 @@ def check_qkv_dtypes(name: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tenso
             f"q, k, v must be on one device, got {q.device}, {k.device}, {v.device}")
 
 
-def check_mask(name: str, mask: torch.Tensor | None, shape: tuple[int, ...], device) -> None:
+def check_mask(name: str, mask: torch.Tensor | None, shape: tuple[int, ...], device,
+               label: str = "key_padding_mask") -> None:
     if mask is None:
         return
     require(isinstance(mask, torch.Tensor) and mask.dtype == torch.bool, name,
-            "key_padding_mask must be a bool tensor (True = padding)")
+            f"{label} must be a bool tensor (True = padding)")
     require(tuple(mask.shape) == shape, name,
-            f"key_padding_mask has shape {tuple(mask.shape)}; expected {shape}")
-    require(mask.device == device, name, f"key_padding_mask is on {mask.device}, q on {device}")
+            f"{label} has shape {tuple(mask.shape)}; expected {shape}")
+    require(mask.device == device, name, f"{label} is on {mask.device}, q on {device}")
 
 
 def check_index(name: str, label: str, t: torch.Tensor | None, length: int, device) -> None:

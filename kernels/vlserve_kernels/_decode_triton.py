@@ -2,8 +2,11 @@
 
 `_decode_split` computes, for one (query row, head, KV chunk), the chunk's
 softmax max, sum and unnormalised weighted V; `_decode_combine` merges the
-chunks. With one chunk the split kernel writes the final output directly.
-Imported lazily by `decode.py`, only when a kernel is launched.
+chunks. With one chunk the split kernel writes the final output directly
+(DIRECT). Several key segments (a shared prefix and the row's own cache) are
+one launch each into one partial buffer, at a split offset, and one combine
+merges them, so they share one softmax.
+Imported lazily by `_decode.py`, only when a kernel is launched.
 """
 
 import triton
@@ -18,9 +21,9 @@ def _decode_split(
     stride_vs, stride_vh, stride_vn, stride_vd,
     stride_or, stride_oh, stride_od,
     stride_ms, stride_mn,
-    num_kv, len_k, qk_scale,
+    num_kv, len_k, qk_scale, split_offset, total_splits,
     HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr,
-    NUM_SPLITS: tl.constexpr,
+    DIRECT: tl.constexpr,
     HAS_LENS: tl.constexpr, HAS_MASK: tl.constexpr, HAS_ROW2KV: tl.constexpr,
 ):
     row = tl.program_id(0)
@@ -73,13 +76,14 @@ def _decode_split(
         l_i = l_i * alpha + tl.sum(p, 0)
         m_i = m_new
 
-    if NUM_SPLITS == 1:
+    if DIRECT:
         out = acc / tl.where(l_i > 0.0, l_i, 1.0)
         o_ptrs = O + row.to(tl.int64) * stride_or + head * stride_oh + offs_d * stride_od
         tl.store(o_ptrs, out.to(O.dtype.element_ty))
     else:
-        # Partials are contiguous (R, H, NUM_SPLITS[, HEAD_DIM]) fp32.
-        part = (row.to(tl.int64) * tl.num_programs(1) + head) * NUM_SPLITS + split
+        # Partials are contiguous (R, H, total_splits[, HEAD_DIM]) fp32; this
+        # segment's chunks start at split_offset.
+        part = (row.to(tl.int64) * tl.num_programs(1) + head) * total_splits + split_offset + split
         tl.store(M_PART + part, m_i)
         tl.store(L_PART + part, l_i)
         tl.store(ACC_PART + part * HEAD_DIM + offs_d, acc)

@@ -62,27 +62,48 @@ def decode_key_mask(num_kv: int, lk: int, *, kv_lengths=None, key_padding_mask=N
     return valid
 
 
+def gather_decode_rows(rows: int, k: torch.Tensor, v: torch.Tensor, valid: torch.Tensor,
+                       row_map: torch.Tensor | None):
+    """K, V (R, H, L, D) and valid mask (R, L) per query row: row r takes KV
+    row row_map[r] (r when None); rows mapped outside [0, S) get no valid key."""
+    num = k.shape[0]
+    if row_map is None:
+        row_map = torch.arange(rows, device=k.device)
+    row_map = row_map.long()
+    in_range = (row_map >= 0) & (row_map < num)
+    if num == 0:  # nothing to gather from: one dummy row, never valid
+        k, v = k.new_zeros((1, *k.shape[1:])), v.new_zeros((1, *v.shape[1:]))
+        valid = valid.new_zeros((1, valid.shape[1]))
+    idx = row_map.clamp(0, max(num - 1, 0))
+    return k[idx], v[idx], valid[idx] & in_range[:, None]
+
+
 def decode_attention_reference(q, k, v, *, kv_lengths=None, key_padding_mask=None,
-                               row_to_kv=None, scale=None):
+                               row_to_kv=None, scale=None, prefix_k=None, prefix_v=None,
+                               prefix_padding_mask=None, row_to_prefix=None):
     """Reference for `vlserve_kernels.decode_attention`.
 
     q (R, H, D); k, v (S, H, Lk, D); query row r reads KV row row_to_kv[r]
     (r itself when None, then S == R); kv_lengths (S,) and key_padding_mask
-    (S, Lk) are per KV row. Rows mapped outside [0, S) see no keys. Returns
-    (R, H, D) in q's dtype; a row with no valid key gives zeros.
+    (S, Lk) are per KV row. Rows mapped outside [0, S) see no keys.
+    Optional shared prefix: prefix_k, prefix_v (P, H, Lp, D), row r also sees
+    the keys of prefix row row_to_prefix[r] (r when None) not padded in
+    prefix_padding_mask (P, Lp), in one softmax with its own keys; rows
+    mapped outside [0, P) see no prefix keys. Returns (R, H, D) in q's dtype;
+    a row with no valid key gives zeros.
     """
     rows, _, d = q.shape
-    num_kv, _, lk, _ = k.shape
     scale = d ** -0.5 if scale is None else scale
-    if row_to_kv is None:
-        row_to_kv = torch.arange(rows, device=q.device)
-    row_to_kv = row_to_kv.long()
-    in_range = (row_to_kv >= 0) & (row_to_kv < num_kv)
-    kv_idx = row_to_kv.clamp(0, max(num_kv - 1, 0))
-    valid = decode_key_mask(num_kv, lk, kv_lengths=kv_lengths, key_padding_mask=key_padding_mask,
-                            device=q.device)
-    valid = valid[kv_idx] & in_range[:, None]  # (R, Lk)
-    k64, v64 = k.double()[kv_idx], v.double()[kv_idx]  # (R, H, Lk, D)
-    scores = (k64 @ q.double()[..., None]).squeeze(-1) * scale  # (R, H, Lk)
+    valid = decode_key_mask(k.shape[0], k.shape[2], kv_lengths=kv_lengths,
+                            key_padding_mask=key_padding_mask, device=q.device)
+    k64, v64, valid = gather_decode_rows(rows, k.double(), v.double(), valid, row_to_kv)
+    if prefix_k is not None:
+        p_valid = decode_key_mask(prefix_k.shape[0], prefix_k.shape[2],
+                                  key_padding_mask=prefix_padding_mask, device=q.device)
+        pk, pv, p_valid = gather_decode_rows(rows, prefix_k.double(), prefix_v.double(), p_valid,
+                                             row_to_prefix)
+        k64, v64 = torch.cat([pk, k64], dim=2), torch.cat([pv, v64], dim=2)
+        valid = torch.cat([p_valid, valid], dim=1)
+    scores = (k64 @ q.double()[..., None]).squeeze(-1) * scale  # (R, H, L)
     out = _masked_softmax_av(scores[:, :, None, :], valid[:, None, None, :], v64)  # (R, H, 1, D)
     return out.squeeze(2).to(q.dtype)

@@ -15,6 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from vlserve.families.blip.model import Blip
+from vlserve.shapes.training import sincos_2d
 
 LABEL_SMOOTHING = 0.1  # BLIP's captioning loss
 
@@ -81,21 +82,6 @@ def _next_token_ce(logits, ids, mask, smoothing: float) -> torch.Tensor:
     labels = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
     return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels.reshape(-1),
                            ignore_index=-100, label_smoothing=smoothing)
-
-
-def sincos_2d(grid: int, dim: int) -> torch.Tensor:
-    """(grid * grid, dim) fixed 2D sine-cosine positions (MAE): half the channels encode the
-    row, half the column, so "left of" and "above" are linear directions from the start."""
-    quarter = dim // 4
-    omega = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float64) / quarter)
-    ys, xs = torch.meshgrid(torch.arange(grid, dtype=torch.float64), torch.arange(grid, dtype=torch.float64),
-                            indexing="ij")
-    parts = []
-    for pos in (ys.reshape(-1), xs.reshape(-1)):
-        angle = pos[:, None] * omega[None, :]  # (grid*grid, dim/4)
-        parts += [angle.sin(), angle.cos()]
-    out = torch.cat(parts, dim=1)
-    return F.pad(out, (0, dim - out.shape[1])).float()
 
 
 def init_weights(model: Blip) -> None:

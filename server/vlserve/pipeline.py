@@ -99,10 +99,10 @@ class Pipeline:
         return _run(capfilt_task(self.model, self._pixels(images), texts, params=params,
                                  num_synthetic=num_synthetic, threshold=threshold, **judge))
 
-    def vqa(self, images, questions, candidates=None, mode=None, **generation):
+    def vqa(self, images, questions, candidates=None, mode=None, top_k=None, **generation):
         params = self._params(self.vqa_defaults, generation)
         return _run(vqa_task(self.model, self._pixels(images), list(questions), params=params,
-                             candidates=candidates, mode=mode))
+                             candidates=candidates, mode=mode, top_k=top_k))
 
 
 def load_model(path: str | Path, *, device: str = "cpu", dtype: str = "float32", attention: str = "auto",

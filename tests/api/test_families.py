@@ -102,16 +102,16 @@ async def test_capabilities_are_advertised(live):
     assert toy["tasks"] == ["caption", "embed", "score", "rank", "vqa", "capfilt"]
     assert toy["capabilities"] == {"score_heads": ["itc", "itm"], "vqa_modes": ["generate", "rank"],
                                    "embedding_dim": 16, "max_text_tokens": 48, "image_size": 32,
-                                   "answers": ["red", "blue", "yes"]}
+                                   "answers": ["red", "blue", "yes"], "answer_count": 3}
     assert cap["tasks"] == ["caption"]  # model.toml narrows what the weights serve
     r = await live.client.post("/v1/vqa", json={"model": "cap", "images": [b64(png())], "questions": ["q"]})
     assert r.status_code == 400 and "it serves: caption" in r.json()["error"]["message"]
 
 
 def test_the_registry_imports_a_family_only_when_asked():
-    assert registry.names() == ("blip", "coca")
-    with pytest.raises(Exception, match="unknown family 'beit3'"):
-        registry.family("beit3")
+    assert registry.names() == ("blip", "coca", "beit3")
+    with pytest.raises(Exception, match="unknown family 'albef'"):
+        registry.family("albef")
 
 
 def test_an_empty_hub_cache_folder_is_reported(tmp_path):

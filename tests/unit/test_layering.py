@@ -72,7 +72,7 @@ def test_only_the_registry_names_a_family():
         if path == registry or rel.parts[0] == "families":
             continue
         assert not _families_named(path), f"{rel} names a family: {_families_named(path)}"
-    assert _families_named(registry) == {"blip", "coca"}
+    assert _families_named(registry) == {"blip", "coca", "beit3"}
 
 
 def test_a_family_imports_no_other_family_and_nothing_above_the_engine():

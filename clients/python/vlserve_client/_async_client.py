@@ -113,11 +113,11 @@ class AsyncClient(BaseClient):
 
     async def vqa(self, images: ImageInput | Sequence[ImageInput], questions: str | Sequence[str], *,
                   candidates: Sequence[str] | None = None, rank_answers: bool | None = None,
-                  mode: VqaMode | None = None, max_new_tokens: int | None = None,
+                  mode: VqaMode | None = None, top_k: int | None = None, max_new_tokens: int | None = None,
                   min_new_tokens: int | None = None, num_beams: int | None = None, model: str | None = None,
                   timeout_s: float | None = None) -> VqaResponse:
         return await self._call("vqa", self._vqa_request(
-            await self._wire(images), questions, candidates, rank_answers=rank_answers, mode=mode,
+            await self._wire(images), questions, candidates, rank_answers=rank_answers, mode=mode, top_k=top_k,
             max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, num_beams=num_beams, model=model,
             timeout_s=timeout_s))
 

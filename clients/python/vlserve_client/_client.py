@@ -120,16 +120,18 @@ class Client(BaseClient):
 
     def vqa(self, images: ImageInput | Sequence[ImageInput], questions: str | Sequence[str], *,
             candidates: Sequence[str] | None = None, rank_answers: bool | None = None,
-            mode: VqaMode | None = None, max_new_tokens: int | None = None, min_new_tokens: int | None = None,
-            num_beams: int | None = None, model: str | None = None, timeout_s: float | None = None) -> VqaResponse:
+            mode: VqaMode | None = None, top_k: int | None = None, max_new_tokens: int | None = None,
+            min_new_tokens: int | None = None, num_beams: int | None = None, model: str | None = None,
+            timeout_s: float | None = None) -> VqaResponse:
         """Answer one question per image: generated, or ranked among `candidates`.
 
         `mode` picks how: "generate" (decode an answer), "rank" (score `candidates`) or
         "classify" (over the model's own answer list, `ModelInfo.capabilities.answers`). Left
         out, the server ranks when `candidates` are given, else uses the first of generate,
-        classify the model supports (`capabilities.vqa_modes`)."""
+        classify the model supports (`capabilities.vqa_modes`). `top_k` keeps the best k of
+        each answer's `ranked` list (rank and classify; default: all)."""
         return self._call("vqa", self._vqa_request(
-            self._wire(images), questions, candidates, rank_answers=rank_answers, mode=mode,
+            self._wire(images), questions, candidates, rank_answers=rank_answers, mode=mode, top_k=top_k,
             max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, num_beams=num_beams, model=model,
             timeout_s=timeout_s))
 

@@ -96,6 +96,7 @@ class Capabilities(BaseModel):
     max_text_tokens: int  # tokens a text may have, special tokens included
     image_size: int
     answers: list[str]  # the answer list VQA ranks (rank_answers) or classifies over
+    answer_count: int = 0  # len(answers)
 
 
 class ModelInfo(BaseModel):
@@ -193,6 +194,7 @@ class VqaRequest(_Request):
     candidates: list[str] | None = None
     rank_answers: bool | None = None
     mode: VqaMode | None = None
+    top_k: int | None = None
 
 
 class CapfiltRequest(_Request):

@@ -150,7 +150,7 @@ async def vqa(request: Request):
                                         param="rank_answers")
         pixels = await decode_images(gw, model, images)
         answers = await vqa_task(models["model"], pixels, body.questions, params=params, candidates=candidates,
-                                 mode=body.mode)
+                                 mode=body.mode, top_k=body.top_k)
         return VqaResponse(model=model.name, answers=[
             AnswerOut(text=a.text, tokens=a.tokens, logprob=a.logprob,
                       ranked=[RankedAnswerOut(text=r.text, prob=r.prob) for r in a.ranked] if a.ranked else None)

@@ -126,6 +126,8 @@ class VqaRequest(_Request):
     mode: VqaMode | None = Field(None, description="generate, rank (candidates) or classify (the model's answer "
                                  "list); default: rank with candidates, else the model's first of generate, "
                                  "classify")
+    top_k: int | None = Field(None, ge=1, description="ranked answers returned per question, best first "
+                              "(rank and classify; default: all)")
 
 
 class RankedAnswerOut(BaseModel):
@@ -179,6 +181,7 @@ class CapabilitiesOut(BaseModel):
     max_text_tokens: int = Field(description="tokens a text may have, special tokens included")
     image_size: int
     answers: list[str] = Field(description="the answer list VQA ranks (rank_answers) or classifies over")
+    answer_count: int = Field(0, description="how many answers that list holds")
 
 
 class ModelInfo(BaseModel):

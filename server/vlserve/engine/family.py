@@ -185,7 +185,9 @@ class SourceView:
 class DecoderGraph(Protocol):
     """A text decoder the shared loop steps. Each row keeps its own self-attention cache
     (per layer: keys and values (rows, heads, positions, head_dim)); each source keeps the
-    tensors `source_tensors` made for it once, read by all of its rows."""
+    tensors `source_tensors` made for it once, read by all of its rows. A graph may set
+    `lookahead` (default 0): cache positions past its token that a step may write as
+    scratch (BEiT-3's [MASK] query), which the cache then has room for."""
 
     eos_id: int
     layers: int

@@ -6,6 +6,7 @@ pickled files (`pytorch_model.bin`, `.pth`) are loaded with `weights_only=True, 
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -14,6 +15,8 @@ import torch
 from ..errors import CheckpointError
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+# training checkpoints wrap the state dict: BLIP's and unilm's in "model", unilm's DDP ones in "module"
+WRAPPER_KEYS = ("model", "module")
 
 
 def find_weights(folder: Path) -> Path:
@@ -38,13 +41,16 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             for shard in sorted(set(index["weight_map"].values())):
                 state.update(_read_safetensors(path.parent / shard))
             return state
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        with torch.serialization.safe_globals([argparse.Namespace]):  # training checkpoints keep their args
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except CheckpointError:
         raise
     except Exception as exc:  # corrupt or foreign file: say which file and why
         raise CheckpointError(f"{path}: cannot read weights: {exc}") from exc
-    if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
-        obj = obj["model"]  # the original BLIP training checkpoints wrap the state dict
+    for key in WRAPPER_KEYS:
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f"{path}: not a state dict of tensors")
     return obj

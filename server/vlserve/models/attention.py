@@ -5,7 +5,7 @@ Every model module calls a backend instead of doing attention itself, so the cho
 is made once per model and the three stay interchangeable in tests.
 
 Shapes: q (B, H, Lq, D), k/v (B, H, Lk, D); key_padding_mask (B, Lk) bool, True = padding.
-Decode: one query per row, q (R, H, D).
+Decode: one query per row, q (R, H, D); `decode_prefixed`: a few queries per row, q (R, H, Q, D).
 """
 
 from __future__ import annotations
@@ -41,6 +41,51 @@ class AttentionBackend:
         grouped = group_rows(q, k.shape[0], row_src, row_slot, slots)
         out = self.prefill(grouped, k, v, key_padding_mask)  # (S, H, slots, D)
         return out[row_src, :, row_slot]  # (R, H, D)
+
+    def decode_prefixed(self, q, prefix_k, prefix_v, prefix_pad, groups, k_cache, v_cache, lengths):
+        """Q queries per row over its source's prefix keys and its own cache, one softmax over both
+        (BEiT-3's captions: the image's keys, stored once per image, then the text so far).
+
+        q (R, H, Q, D); prefix_k/v (S, H, Lp, D), prefix_pad (S, Lp) True = padding, or None;
+        groups (row_src, row_slot, slots) as decode_cross takes them, None when row r reads source r;
+        k_cache/v_cache (R, H, L, D); lengths (R, Q): query j of row r sees own keys [0, lengths[r, j]).
+        """
+        nq, d = q.shape[2], q.shape[3]
+        scale = d ** -0.5
+        own = torch.matmul(q, k_cache.transpose(-1, -2)) * scale  # (R, H, Q, L)
+        keys = torch.arange(k_cache.shape[2], device=q.device)
+        own = own.masked_fill((keys[None, None, :] >= lengths[:, :, None])[:, None], float("-inf"))
+        if groups is None:
+            pre = torch.matmul(q, prefix_k.transpose(-1, -2)) * scale  # (R, H, Q, Lp)
+            pad = prefix_pad
+        else:
+            pre = _ungroup(torch.matmul(_group(q, prefix_k.shape[0], groups), prefix_k.transpose(-1, -2)) * scale,
+                           groups, nq)
+            pad = prefix_pad[groups[0]] if prefix_pad is not None else None
+        if pad is not None:
+            pre = pre.masked_fill(pad[:, None, None, :], float("-inf"))
+        probs = torch.cat([pre, own], dim=-1).float().softmax(dim=-1).to(q.dtype)
+        p_pre, p_own = probs.split([pre.shape[-1], own.shape[-1]], dim=-1)
+        out = torch.matmul(p_own, v_cache)
+        if groups is None:
+            return out + torch.matmul(p_pre, prefix_v)
+        return out + _ungroup(torch.matmul(_group(p_pre, prefix_v.shape[0], groups), prefix_v), groups, nq)
+
+
+def _group(x, sources, groups):
+    """(R, H, Q, X) per row -> (S, H, slots * Q, X): each source's rows as extra queries."""
+    row_src, row_slot, slots = groups
+    _, h, nq, w = x.shape
+    out = x.new_zeros(sources, slots, h, nq, w)
+    out[row_src, row_slot] = x
+    return out.transpose(1, 2).reshape(sources, h, slots * nq, w)
+
+
+def _ungroup(x, groups, nq):
+    """(S, H, slots * Q, X) -> (R, H, Q, X), the rows' own queries back."""
+    row_src, row_slot, slots = groups
+    s, h, _, w = x.shape
+    return x.view(s, h, slots, nq, w)[row_src, :, row_slot]
 
 
 def group_rows(q, sources, row_src, row_slot, slots):
@@ -115,6 +160,12 @@ class TritonAttention(AttentionBackend):
 
     def decode_cross(self, q, k, v, key_padding_mask, row_src, row_slot, slots):
         return self._k.decode_attention(q, k, v, key_padding_mask=key_padding_mask, row_to_kv=row_src)
+
+    def decode_prefixed(self, q, prefix_k, prefix_v, prefix_pad, groups, k_cache, v_cache, lengths):
+        row_src = groups[0] if groups is not None else None
+        return torch.stack([self._k.decode_attention(
+            q[:, :, j], k_cache, v_cache, kv_lengths=lengths[:, j], prefix_k=prefix_k, prefix_v=prefix_v,
+            prefix_padding_mask=prefix_pad, row_to_prefix=row_src) for j in range(q.shape[2])], dim=2)
 
 
 def make_backend(name: str, device: torch.device | str = "cpu") -> AttentionBackend:

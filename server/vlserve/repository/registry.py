@@ -19,6 +19,7 @@ from ..errors import CheckpointError
 FAMILIES = {
     "blip": "vlserve.families.blip.family:FAMILY",
     "coca": "vlserve.families.coca.family:FAMILY",
+    "beit3": "vlserve.families.beit3.family:FAMILY",
 }
 
 _loaded: dict[str, Family] = {}

@@ -1,6 +1,6 @@
 """What the toy models' training scripts share (model_repo/*/train.py): the learning-rate
 schedule, a thread-count tuner for a shared 2-core machine, the weights' moving average,
-and atomic checkpoints. Not imported by the server."""
+atomic checkpoints and fixed 2-D patch positions. Not imported by the server."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 
 def lr_at(step: int, args) -> float:
@@ -77,3 +78,18 @@ def save_state(path: Path, objectives, opt, step: int, extra: dict) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save({"objectives": objectives.state_dict(), "opt": opt.state_dict(), "step": step, **extra}, tmp)
     os.replace(tmp, path)  # atomic: a kill mid-save leaves the previous checkpoint
+
+
+def sincos_2d(grid: int, dim: int) -> torch.Tensor:
+    """(grid * grid, dim) fixed 2D sine-cosine positions (MAE): half the channels encode the
+    row, half the column, so "left of" and "above" are linear directions from the start."""
+    quarter = dim // 4
+    omega = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float64) / quarter)
+    ys, xs = torch.meshgrid(torch.arange(grid, dtype=torch.float64), torch.arange(grid, dtype=torch.float64),
+                            indexing="ij")
+    parts = []
+    for pos in (ys.reshape(-1), xs.reshape(-1)):
+        angle = pos[:, None] * omega[None, :]  # (grid*grid, dim/4)
+        parts += [angle.sin(), angle.cos()]
+    out = torch.cat(parts, dim=1)
+    return F.pad(out, (0, dim - out.shape[1])).float()

@@ -8,6 +8,7 @@ classify   a classifier over the model's answer list (BEiT-3)
 from __future__ import annotations
 
 import asyncio
+import math
 
 import torch
 
@@ -27,18 +28,23 @@ def choose_mode(model: TaskModel, mode: str | None, candidates) -> str:
     return mode
 
 
-def _ranked(answers: list[str], probs: list[float]) -> list[RankedAnswer]:
-    order = sorted(range(len(answers)), key=lambda j: -probs[j])
+def _ranked(answers: list[str], probs: list[float], top_k: int | None) -> list[RankedAnswer]:
+    order = sorted(range(len(answers)), key=lambda j: -probs[j])[:top_k]
     return [RankedAnswer(answers[j], probs[j]) for j in order]
 
 
 async def vqa(model: TaskModel, pixels: torch.Tensor, questions: list[str], *, params: GenerationParams,
-              candidates: list[str] | None = None, mode: str | None = None) -> list[Answer]:
+              candidates: list[str] | None = None, mode: str | None = None,
+              top_k: int | None = None) -> list[Answer]:
+    """One answer per question; `ranked` holds the answers with their probabilities, best
+    first, the top_k of them (None: all) in rank and classify modes."""
     if len(questions) != pixels.shape[0]:
         raise InvalidInputError(f"{len(questions)} questions for {pixels.shape[0]} images: give one per image",
                                 param="questions")
     if candidates is not None and not candidates:
         raise InvalidInputError("candidates, when given, must not be empty", param="candidates")
+    if top_k is not None and top_k < 1:
+        raise InvalidInputError("top_k must be at least 1", param="top_k")
     mode = choose_mode(model, mode, candidates)
     if mode == "rank" and not candidates:
         raise InvalidInputError("ranking needs candidates (or the model's answer list)", param="candidates")
@@ -51,8 +57,11 @@ async def vqa(model: TaskModel, pixels: torch.Tensor, questions: list[str], *, p
     if mode == "classify":
         probs = (await runner.classify(states, list(questions))).tolist()
         answers = list(engine.answers)
-        return [Answer(answers[max(range(len(p)), key=p.__getitem__)], [], 0.0, _ranked(answers, p))
-                for p in probs]
+        out = []
+        for p in probs:
+            ranked = _ranked(answers, p, top_k)
+            out.append(Answer(ranked[0].text, [], math.log(max(ranked[0].prob, 1e-30)), ranked))
+        return out
     sources = await runner.question_sources(states, list(questions))
     if mode == "rank":
         logliks = await asyncio.gather(*(runner.answer_loglik(s, candidates) for s in sources))
@@ -61,7 +70,7 @@ async def vqa(model: TaskModel, pixels: torch.Tensor, questions: list[str], *, p
             probs = loglik.softmax(dim=0).tolist()
             best = max(range(len(candidates)), key=probs.__getitem__)
             out.append(Answer(candidates[best], engine.answer_tokens(candidates[best]), float(loglik[best]),
-                              _ranked(list(candidates), probs)))
+                              _ranked(list(candidates), probs, top_k)))
         return out
     graph = engine.answer_decoder
     prompt = engine.answer_prompt()

@@ -38,6 +38,7 @@ def length_bucket(n: int) -> int:
 class DecodeBatch:
     def __init__(self, graph: DecoderGraph):
         self.graph = graph
+        self.lookahead = getattr(graph, "lookahead", 0)  # cache positions a step writes past its token
         self.device, self.dtype = graph.device, graph.dtype
         self.rows = self.sources = 0
         self.row_cap = self.len_cap = self.src_cap = self.src_len_cap = 0
@@ -109,7 +110,7 @@ class DecodeBatch:
         """
         n, lk = states.shape[0], states.shape[1]
         s0, r0 = self.sources, self.rows
-        self._grow_rows(r0 + n, max_len)
+        self._grow_rows(r0 + n, max_len + self.lookahead)
         src_len = torch.tensor(state_lengths, dtype=torch.long, device=self.device)
         pad = None
         if min(state_lengths) < lk:
@@ -142,7 +143,8 @@ class DecodeBatch:
         r, s = self.rows, self.sources
         kv_len = max(self.row_lengths) + 1
         src_max = max(self.src_lengths)
-        cache = [(k[:r, :, :kv_len], v[:r, :, :kv_len]) for k, v in zip(self.k, self.v)]
+        span = kv_len + self.lookahead
+        cache = [(k[:r, :, :span], v[:r, :, :span]) for k, v in zip(self.k, self.v)]
         pad = None
         if min(self.src_lengths) < src_max:
             pad = torch.arange(src_max, device=self.device)[None, :] >= self.src_len[:s, None]

@@ -1,0 +1,54 @@
+"""Measure beit3-toy on held-out scenes through vlserve's own inference path.
+
+    .venv/bin/python model_repo/beit3-toy/evaluate.py [--model DIR] [--n 1000] [--seed 2024]
+
+As the other toys' evaluate.py (vlserve.shapes.evaluation): PNG bytes in, seeds below
+1,000,000 never trained on, figures printed and written to DIR/eval.json. BEiT-3 answers
+VQA with its classifier over the world's answers; it has no match head (no ITM).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from vlserve import load_model
+from vlserve.shapes.evaluation import EVAL_SEED, caption_scores, itc_scores, vqa_scores, world_images
+
+HERE = Path(__file__).resolve().parent
+MAX_NEW_TOKENS = 16
+
+
+def evaluate(folder: str | Path, n: int = 1000, seed: int = EVAL_SEED, dtype: str = "float32") -> dict:
+    t0 = time.time()
+    model = load_model(folder, dtype=dtype)
+    world, images = world_images(n, seed)
+    out: dict = {"n_scenes": n, "seed": seed, "dtype": dtype}
+    out.update(caption_scores(model, world, images, MAX_NEW_TOKENS))
+    out.update(vqa_scores(model, world, images, mode="classify"))
+    out.update(itc_scores(model, world, images, seed))
+    out["eval_seconds"] = round(time.time() - t0, 1)
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", type=Path, default=HERE)
+    p.add_argument("--n", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=EVAL_SEED)
+    p.add_argument("--dtype", default="float32")
+    p.add_argument("--no-write", action="store_true")
+    args = p.parse_args()
+    torch.set_num_threads(2)
+    scores = evaluate(args.model, n=args.n, seed=args.seed, dtype=args.dtype)
+    print(json.dumps(scores, indent=2))
+    if not args.no_write:
+        (args.model / "eval.json").write_text(json.dumps(scores, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""The toy models' held-out measurements (model_repo/*/evaluate.py), through vlserve's own
+inference path: scenes rendered at 128 px go in as PNG bytes, as any client image does.
+Seeds below 1,000,000 are never trained on. Not imported by the server."""
+
+from __future__ import annotations
+
+import io
+import random
+from collections import defaultdict
+
+import torch
+
+from .render import render
+from .world import QUESTION_TYPES, generate, swap_colors
+
+EVAL_SEED = 2024  # the model cards' figures
+VAL_SEED = 999  # validation during training
+RETRIEVAL_POOL = 100  # candidates per image query: the true caption and 99 of other scenes
+
+
+def png(img) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def world_images(n: int, seed: int):
+    world = generate(n, seed)
+    return world, [png(render(scene)) for scene, _ in world]
+
+
+def chunks(n: int, size: int):
+    return (range(i, min(i + size, n)) for i in range(0, n, size))
+
+
+def caption_scores(model, world, images, max_new_tokens: int, batch: int = 100) -> dict:
+    """Greedy captions: exact match with the canonical caption, overall and by object count."""
+    got = []
+    for idx in chunks(len(world), batch):
+        got += [c[0].text for c in model.caption([images[i] for i in idx], max_new_tokens=max_new_tokens,
+                                                 num_beams=1)]
+    hits = [g == scene.caption for g, (scene, _) in zip(got, world)]
+    out = {"caption_exact_match": sum(hits) / len(world)}
+    for k in (1, 2):
+        sub = [h for h, (scene, _) in zip(hits, world) if len(scene.objects) == k]
+        out[f"caption_exact_match_{k}obj"] = sum(sub) / max(len(sub), 1)
+    out["caption_errors"] = [{"want": s.caption, "got": g} for g, h, (s, _) in zip(got, hits, world) if not h][:20]
+    return out
+
+
+def vqa_scores(model, world, images, name: str = "vqa", batch: int = 100, **options) -> dict:
+    """Every scene's five questions; accuracy overall and by question type."""
+    qa = [(i, q) for i, (_, qas) in enumerate(world) for q in qas]
+    ok = defaultdict(list)
+    for idx in chunks(len(qa), batch):
+        answers = model.vqa([images[qa[j][0]] for j in idx], [qa[j][1].question for j in idx], **options)
+        for j, a in zip(idx, answers):
+            ok[qa[j][1].type].append(a.text == qa[j][1].answer)
+    return {f"{name}_accuracy": sum(sum(v) for v in ok.values()) / len(qa),
+            f"{name}_by_type": {t: sum(ok[t]) / len(ok[t]) for t in QUESTION_TYPES}}
+
+
+def image_embeddings(model, images, batch: int = 100) -> torch.Tensor:
+    return torch.cat([model.embed_images(images[i:i + batch]) for i in range(0, len(images), batch)])
+
+
+def itc_scores(model, world, images, seed: int) -> dict:
+    """Image -> text R@1 among RETRIEVAL_POOL distinct captions by ITC, and the colour-swap
+    test (true caption vs the two objects' colours exchanged) on two-object scenes."""
+    img = image_embeddings(model, images)
+    captions = [scene.caption for scene, _ in world]
+    texts = sorted(set(captions))
+    index = {t: k for k, t in enumerate(texts)}
+    sim = img @ model.embed_texts(texts).T  # (n, unique captions)
+    rng, hits = random.Random(seed), []
+    for i, cap in enumerate(captions):
+        others = sorted({c for j, c in enumerate(captions) if j != i and c != cap})
+        pool = [cap] + rng.sample(others, min(RETRIEVAL_POOL - 1, len(others)))
+        scores = sim[i, [index[t] for t in pool]]
+        hits.append(bool((scores[1:] < scores[0]).all()))
+    pairs = [(i, scene) for i, (scene, _) in enumerate(world) if len(scene.objects) == 2]
+    swaps = model.embed_texts([swap_colors(s) for _, s in pairs])
+    trues = model.embed_texts([s.caption for _, s in pairs])
+    rows = torch.tensor([i for i, _ in pairs])
+    swap_ok = ((img[rows] * trues).sum(-1) > (img[rows] * swaps).sum(-1)).float().mean()
+    return {"itc_r1": sum(hits) / len(hits), "retrieval_pool": RETRIEVAL_POOL,
+            "itc_color_swap_accuracy": float(swap_ok)}
