@@ -23,7 +23,6 @@ import argparse  # noqa: E402
 import dataclasses  # noqa: E402
 import os  # noqa: E402
 import tempfile  # noqa: E402
-import time  # noqa: E402
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402

@@ -9,15 +9,11 @@ VQA with its classifier over the world's answers; it has no match head (no ITM).
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
 from pathlib import Path
 
-import torch
-
 from vlserve import load_model
-from vlserve.shapes.evaluation import EVAL_SEED, caption_scores, itc_scores, vqa_scores, world_images
+from vlserve.shapes.evaluation import EVAL_SEED, caption_scores, itc_scores, main, vqa_scores, world_images
 
 HERE = Path(__file__).resolve().parent
 MAX_NEW_TOKENS = 16
@@ -35,20 +31,5 @@ def evaluate(folder: str | Path, n: int = 1000, seed: int = EVAL_SEED, dtype: st
     return out
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", type=Path, default=HERE)
-    p.add_argument("--n", type=int, default=1000)
-    p.add_argument("--seed", type=int, default=EVAL_SEED)
-    p.add_argument("--dtype", default="float32")
-    p.add_argument("--no-write", action="store_true")
-    args = p.parse_args()
-    torch.set_num_threads(2)
-    scores = evaluate(args.model, n=args.n, seed=args.seed, dtype=args.dtype)
-    print(json.dumps(scores, indent=2))
-    if not args.no_write:
-        (args.model / "eval.json").write_text(json.dumps(scores, indent=2) + "\n")
-
-
 if __name__ == "__main__":
-    main()
+    main(evaluate, HERE, __doc__)

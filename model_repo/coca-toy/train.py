@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import sys
-import time
 from pathlib import Path
 
 import torch
@@ -23,13 +21,16 @@ import torch.nn.functional as F
 
 HERE = Path(__file__).resolve().parent
 
+from evaluate import evaluate  # noqa: E402  (this folder: the script's own)
+
 from vlserve.engine.images import CropProcessor  # noqa: E402
 from vlserve.families.coca.config import CocaConfig, MultimodalConfig, TextConfig, VisionConfig  # noqa: E402
 from vlserve.families.coca.loader import save_coca  # noqa: E402
 from vlserve.families.coca.text import Coca  # noqa: E402
 from vlserve.families.coca.tokenizer import ClipTokenizer  # noqa: E402
-from vlserve.shapes import CANVAS, false_caption, render, sample_scene  # noqa: E402
-from vlserve.shapes.training import Ema, ThreadTuner, lr_at, save_state  # noqa: E402
+from vlserve.shapes import false_caption, render, sample_scene  # noqa: E402
+from vlserve.shapes.evaluation import validate  # noqa: E402
+from vlserve.shapes.training import Ema, adamw, add_run_args, resume, start, train  # noqa: E402
 
 TRAIN_SEED_BASE = 1_000_000
 CONTEXT = 20  # <start_of_text> + at most 10 words + <end_of_text>, with room
@@ -91,15 +92,6 @@ def losses(model: Coca, pixels, ids, false_ids, pad_id: int, smoothing: float) -
     return {"contrastive": contrastive, "caption": 2.0 * caption}  # CoCa's weights: 1 and 2
 
 
-def validate(folder: Path, n: int) -> dict:
-    sys.path.insert(0, str(HERE))
-    from evaluate import VAL_SEED, evaluate
-
-    scores = evaluate(folder, n=n, seed=VAL_SEED)
-    scores["caption_errors"] = scores["caption_errors"][:6]
-    return scores
-
-
 def export(model: Coca, folder: Path) -> Path:
     copy = Coca(model.config)
     copy.load_state_dict(model.state_dict())
@@ -109,106 +101,35 @@ def export(model: Coca, folder: Path) -> Path:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--workdir", type=Path, default=Path("/tmp/coca-toy-run"))
-    p.add_argument("--out", type=Path, default=HERE, help="where the final weights go")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=6000)
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--lr", type=float, default=5e-4)
-    p.add_argument("--min-lr-ratio", type=float, default=0.02)
-    p.add_argument("--warmup", type=int, default=500)
-    p.add_argument("--ema", type=float, default=0.999)
-    p.add_argument("--weight-decay", type=float, default=0.05)
+    add_run_args(p, workdir=Path("/tmp/coca-toy-run"), out=HERE, steps=6000)
     p.add_argument("--smoothing", type=float, default=0.1)
-    p.add_argument("--two-prob", type=float, default=0.6)
-    p.add_argument("--negatives", type=int, default=2)
-    p.add_argument("--width", type=int, default=128)
     p.add_argument("--vision-layers", type=int, default=6)
     p.add_argument("--text-layers", type=int, default=3)
     p.add_argument("--decoder-layers", type=int, default=3)
     p.add_argument("--queries", type=int, default=32, help="decoder tokens from the attentional pooler")
-    p.add_argument("--image-size", type=int, default=CANVAS)
-    p.add_argument("--patch-size", type=int, default=16)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--log-every", type=int, default=25)
-    p.add_argument("--ckpt-every", type=int, default=100)
-    p.add_argument("--val-every", type=int, default=500)
-    p.add_argument("--val-n", type=int, default=200)
-    p.add_argument("--max-steps-now", type=int, default=None, help="stop (resumable) after this many steps")
     args = p.parse_args(argv)
 
-    tuner = ThreadTuner(args.threads)
-    torch.manual_seed(args.seed)
-    args.workdir.mkdir(parents=True, exist_ok=True)
+    tuner = start(args)
     config = make_config(args)
     model = Coca(config)
     init_weights(model, args.seed)
     ema = Ema(model, args.ema)
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embedding" not in n]
-    rest = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "embedding" not in n)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
-                             {"params": rest, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.98))
+    opt = adamw(model, args, embeddings="embedding")
     tok = ClipTokenizer(CONTEXT)
     processor = CropProcessor(size=config.vision.image_size)
-
-    ckpt = args.workdir / "state.pt"
-    step, spent = 0, 0.0
-    if ckpt.is_file():
-        state = torch.load(ckpt, weights_only=False)
-        model.load_state_dict(state["objectives"])
-        opt.load_state_dict(state["opt"])
-        step, spent = state["step"], state.get("spent_s", 0.0)
-        ema.model.load_state_dict(state["ema"])
-        print(f"resumed at step {step} ({spent / 60:.1f} min trained)", flush=True)
+    step, spent, _ = resume(args, model, opt, ema)
     vocab_params = 2 * config.text.vocab_size * config.text.width
     n_params = sum(t.numel() for t in model.state_dict().values())
     print(f"params {n_params / 1e6:.2f}M ({(n_params - vocab_params) / 1e6:.2f}M without the two vocabulary "
           f"matrices); {json.dumps(vars(args), default=str)}", flush=True)
 
-    log = (args.workdir / "progress.jsonl").open("a")
-    stop_at = args.steps if args.max_steps_now is None else min(args.steps, step + args.max_steps_now)
-    sums, t_log = {}, time.time()
-    model.train()
-    while step < stop_at:
-        t0 = time.time()
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, args)
-        pixels, ids, false_ids = make_batch(step, args.seed, args.batch, tok, processor, args.two_prob,
-                                            args.negatives)
-        parts = losses(model, pixels, ids, false_ids, tok.pad_id, args.smoothing)
-        loss = sum(parts.values())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        ema.update(step)
-        step += 1
-        dt = time.time() - t0  # training time without pauses: a step 10x slower than usual was stopped meanwhile
-        usual = spent / max(step - 1, 1) if step > 1 else dt
-        spent += dt if dt < 10 * usual else usual
-        tuner.after_step(step, dt)
-        for k, v in parts.items():
-            sums[k] = sums.get(k, 0.0) + v.item()
-        if step % args.log_every == 0:
-            row = {"step": step, **{k: round(v / args.log_every, 4) for k, v in sums.items()},
-                   "lr": round(lr_at(step, args), 6), "scale": round(float(model.logit_scale.exp()), 2),
-                   "steps_per_s": round(args.log_every / (time.time() - t_log), 3), "threads": tuner.current,
-                   "trained_min": round(spent / 60, 1)}
-            print(json.dumps(row), flush=True)
-            log.write(json.dumps(row) + "\n")
-            log.flush()
-            sums, t_log = {}, time.time()
-        if step % args.ckpt_every == 0 or step == stop_at:
-            save_state(ckpt, model, opt, step, {"spent_s": spent, "ema": ema.model.state_dict()})
-        if step % args.val_every == 0 or step == args.steps:
-            row = {"step": step, "val": validate(export(ema.model, args.workdir / "val"), args.val_n)}
-            print(json.dumps(row), flush=True)
-            log.write(json.dumps(row) + "\n")
-            log.flush()
-            t_log = time.time()
-    if step >= args.steps:
-        export(ema.model, args.out)
-        print(f"done: {step} steps, {spent / 60:.1f} min; weights in {args.out}", flush=True)
+    def losses_at(step: int) -> dict:
+        batch = make_batch(step, args.seed, args.batch, tok, processor, args.two_prob, args.negatives)
+        return losses(model, *batch, tok.pad_id, args.smoothing)
+
+    train(args, model, opt, ema, tuner, step, spent, losses_at,
+          validate=lambda folder: validate(evaluate, folder, args.val_n), export=lambda m, folder: export(m, folder),
+          log_fields=lambda: {"scale": round(model.logit_scale.detach().exp().item(), 2)})
 
 
 if __name__ == "__main__":

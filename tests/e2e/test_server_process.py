@@ -5,7 +5,6 @@ import base64
 import io
 import json
 import socket
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 

@@ -4,7 +4,6 @@ a sentencepiece model trained here on shapes-world text (the XLM-R one is 5 MB a
 from __future__ import annotations
 
 import dataclasses
-import io
 from pathlib import Path
 
 import torch
@@ -13,6 +12,7 @@ from vlserve.families.beit3.config import Beit3Config
 from vlserve.families.beit3.loader import SPM, save_beit3
 from vlserve.families.beit3.model import Beit3Model
 from vlserve.shapes import generate
+from vlserve.shapes.training import train_sentencepiece
 
 TINY = Beit3Config(width=32, heads=4, layers=2, ffn=48, vocab_size=0, image_size=32, patch_size=8,
                    text_positions=40, retrieval=True, answers=5, caption=True)
@@ -28,16 +28,7 @@ def corpus(n: int = 400, seed: int = 0) -> list[str]:
 
 
 def train_spm(path: Path, texts: list[str] | None = None, vocab_size: int = 60) -> Path:
-    """A unigram sentencepiece model with XLM-R's special layout (<unk> 0, <s> 1, </s> 2)."""
-    import sentencepiece
-
-    model = io.BytesIO()
-    sentencepiece.SentencePieceTrainer.train(
-        sentence_iterator=iter(texts or corpus()), model_writer=model, vocab_size=vocab_size,
-        model_type="unigram", character_coverage=1.0, unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
-        hard_vocab_limit=False, minloglevel=2)
-    path.write_bytes(model.getvalue())
-    return path
+    return train_sentencepiece(path, texts or corpus(), vocab_size, model_type="unigram")
 
 
 def randomise(model: torch.nn.Module, seed: int) -> None:

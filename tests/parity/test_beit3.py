@@ -6,17 +6,14 @@ classes load it."""
 
 import asyncio
 import dataclasses
-import io
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 pytest.importorskip("torchscale", reason="runs in .venv-ref (make test)")
 pytest.importorskip("beit3", reason="runs in .venv-ref (make test)")
 
-from PIL import Image  # noqa: E402
 from torchvision import transforms  # noqa: E402
 from transformers import XLMRobertaTokenizer  # noqa: E402
 
@@ -24,6 +21,7 @@ from tests.helpers.tasks import task_model  # noqa: E402
 from tests.helpers.tiny_beit3 import train_spm  # noqa: E402
 from tests.parity.beit3_reference import (ANSWERS, CONFIGS, EOS_BIAS, KINDS, backbone, build,  # noqa: E402
                                           decode_recomputing, greedy, save)
+from tests.parity.photos import photo_like  # noqa: E402
 from vlserve.engine.generation.batch import DecodeBatch  # noqa: E402
 from vlserve.engine.generation.params import GenerationParams  # noqa: E402
 from vlserve.families.beit3.engine import Beit3Engine, Beit3Options  # noqa: E402
@@ -218,13 +216,7 @@ def test_tokenizer_ids_equal_xlm_robertas(spm, hf_tokenizer):
 def test_preprocessing_equals_unilms_eval_transform(size, trio):
     cfg, models = trio
     eng = models["retrieval"][1]
-    rng = np.random.default_rng(size[0] * 7 + size[1])
-    y, x = np.mgrid[0: size[1], 0: size[0]]
-    base = np.stack([x * 255 / size[0], y * 255 / size[1], (x + y) * 127 / sum(size)], -1)
-    img = Image.fromarray(np.clip(base + rng.normal(0, 20, base.shape), 0, 255).astype(np.uint8))
-    buf = io.BytesIO()
-    img.save(buf, format="JPEG", quality=90)
-    img = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+    img = photo_like(size)
     s = cfg.image_size
     want = transforms.Compose([transforms.Resize((s, s), interpolation=3), transforms.ToTensor(),
                                transforms.Normalize(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))])(img)

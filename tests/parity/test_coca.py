@@ -3,18 +3,16 @@ shapes: embeddings, the decoder's logits, greedy and beam decoding, the tokenize
 eval preprocessing; and the shipped coca-toy as open_clip loads it."""
 
 import asyncio
-import io
 from pathlib import Path
 
-import numpy as np
 import open_clip
 import pytest
 import torch
 from open_clip.transform import image_transform
-from PIL import Image
 
 from tests.helpers.tasks import task_model
 from tests.parity.coca_reference import CONFIGS, EOT, SOT, build, decode_recomputing, greedy, save
+from tests.parity.photos import photo_like
 from vlserve.engine.generation.loop import generate, make_groups
 from vlserve.engine.generation.params import GenerationParams
 from vlserve.families.coca.engine import CocaEngine
@@ -129,14 +127,7 @@ def test_tokenizer_matches_open_clips():
 
 @pytest.mark.parametrize("size", [(1920, 1080), (1080, 1920), (333, 777), (224, 224), (225, 500), (640, 481)])
 def test_preprocessing_equals_open_clips_eval_transform(size):
-    rng = np.random.default_rng(size[0] * 7 + size[1])
-    # a photo-like image: smooth gradients plus noise, saved and read back as JPEG
-    y, x = np.mgrid[0: size[1], 0: size[0]]
-    base = np.stack([x * 255 / size[0], y * 255 / size[1], (x + y) * 127 / sum(size)], -1)
-    img = Image.fromarray(np.clip(base + rng.normal(0, 20, base.shape), 0, 255).astype(np.uint8))
-    buf = io.BytesIO()
-    img.save(buf, format="JPEG", quality=90)
-    img = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+    img = photo_like(size)
     want = image_transform(224, is_train=False)(img)
     from vlserve.engine.images import CropProcessor
 

@@ -4,7 +4,6 @@ neighbours finish with exactly what they produce without it (issue 14, item 1)."
 import pytest
 import torch
 
-from tests.helpers.tiny_blip import SEP_ID
 from vlserve.engine.generation.groups import BeamGroup, SampledGroup, make_group
 from vlserve.engine.generation.loop import DecodeLoop
 from vlserve.engine.generation.params import GenerationParams

@@ -22,8 +22,11 @@ from pathlib import Path
 from typing import Any, ClassVar, NamedTuple, Protocol, runtime_checkable
 
 import torch
+from PIL import Image
+from pydantic import BaseModel, ValidationError
 
-from ..errors import UnsupportedTaskError
+from ..errors import InvalidInputError, UnsupportedTaskError
+from .images import decode_image
 from .onnx.runtime import OrtOptions
 
 # what a model may serve, named like the routes
@@ -75,6 +78,8 @@ class FamilyEngine(ABC):
     family: ClassVar[str]
     device: torch.device
     dtype: torch.dtype
+    options: "EngineOptions"
+    processor: Any  # RGB PIL images -> the input batch (engine/images.py), for the default `pixels`
 
     @property
     @abstractmethod
@@ -94,9 +99,23 @@ class FamilyEngine(ABC):
 
     # -- core operations ------------------------------------------------------------------
 
-    @abstractmethod
     def pixels(self, images: list, params: list[str] | None = None) -> torch.Tensor:
-        """Images (bytes, paths, PIL) -> the model's input batch; `params` name them in errors."""
+        """Images (bytes, paths, PIL) -> the model's input batch; `params` name them in errors.
+        By default through the engine's `processor` (RGB PIL images -> a batch tensor) under
+        `options.max_pixels`."""
+        if not images:
+            raise InvalidInputError("at least one image is required", param="images")
+        params = params or [f"images[{i}]" for i in range(len(images))]
+        return self.processor([self.load_image(im, p) for im, p in zip(images, params)])
+
+    def load_image(self, image, param: str = "images") -> Image.Image:
+        if isinstance(image, Image.Image):
+            return image
+        if isinstance(image, (str, Path)):
+            image = Path(image).read_bytes()
+        if isinstance(image, (bytes, bytearray, memoryview)):
+            return decode_image(bytes(image), max_pixels=self.options.max_pixels, param=param)
+        raise InvalidInputError(f"unsupported image type {type(image).__name__}", param=param)
 
     def stack_pixels(self, parts: list[torch.Tensor]) -> torch.Tensor:
         return torch.cat(parts)
@@ -221,11 +240,19 @@ class Family(ABC):
     def claim(self, folder: Path) -> str | None:
         """None when this family serves the folder, else why not (shown to the user)."""
 
+    table: ClassVar[type[BaseModel] | None] = None  # the pydantic model of its model.toml table
+
     def options(self, table: dict) -> Any:
         """The family's model.toml table, validated (raise ValueError naming the key)."""
-        if table:
-            raise ValueError(f"the {self.name} family takes no options, got: {', '.join(table)}")
-        return None
+        if self.table is None:
+            if table:
+                raise ValueError(f"the {self.name} family takes no options, got: {', '.join(table)}")
+            return None
+        try:
+            return self.table(**table)
+        except ValidationError as exc:
+            raise ValueError("; ".join(f"{self.name}.{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                                       for e in exc.errors())) from None
 
     @abstractmethod
     def load(self, folder: Path, options: EngineOptions, family_options: Any = None) -> FamilyEngine: ...

@@ -4,9 +4,12 @@ Seeds below 1,000,000 are never trained on. Not imported by the server."""
 
 from __future__ import annotations
 
+import argparse
 import io
+import json
 import random
 from collections import defaultdict
+from pathlib import Path
 
 import torch
 
@@ -85,3 +88,27 @@ def itc_scores(model, world, images, seed: int) -> dict:
     swap_ok = ((img[rows] * trues).sum(-1) > (img[rows] * swaps).sum(-1)).float().mean()
     return {"itc_r1": sum(hits) / len(hits), "retrieval_pool": RETRIEVAL_POOL,
             "itc_color_swap_accuracy": float(swap_ok)}
+
+
+def main(evaluate, folder: Path, doc: str) -> None:
+    """The toys' evaluate.py command line: evaluate(folder, n, seed, dtype) -> figures, printed
+    and written to DIR/eval.json."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", type=Path, default=folder)
+    p.add_argument("--n", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=EVAL_SEED)
+    p.add_argument("--dtype", default="float32")
+    p.add_argument("--no-write", action="store_true")
+    args = p.parse_args()
+    torch.set_num_threads(2)
+    scores = evaluate(args.model, n=args.n, seed=args.seed, dtype=args.dtype)
+    print(json.dumps(scores, indent=2))
+    if not args.no_write:
+        (args.model / "eval.json").write_text(json.dumps(scores, indent=2) + "\n")
+
+
+def validate(evaluate, folder: Path, n: int, **options) -> dict:
+    """The toys' validation during training: evaluate on VAL_SEED's scenes, a few errors kept."""
+    scores = evaluate(folder, n=n, seed=VAL_SEED, **options)
+    scores["caption_errors"] = scores["caption_errors"][:6]
+    return scores

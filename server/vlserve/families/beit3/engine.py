@@ -16,12 +16,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from ...engine.family import (AnswerClassifier, Captioner, EngineOptions, FamilyEngine, Source, derive_capabilities,
                               resolve_dtype)
-from ...engine.images import CropProcessor, decode_image
+from ...engine.images import CropProcessor
 from ...errors import CheckpointError, InvalidInputError
 from ...models.attention import make_backend
 from .decoder import Beit3CaptionGraph
@@ -89,21 +88,6 @@ class Beit3Engine(FamilyEngine):
 
     # -- inputs ---------------------------------------------------------------------------
 
-    def pixels(self, images: list, params: list[str] | None = None) -> torch.Tensor:
-        if not images:
-            raise InvalidInputError("at least one image is required", param="images")
-        params = params or [f"images[{i}]" for i in range(len(images))]
-        return self.processor([self._image(im, p) for im, p in zip(images, params)])
-
-    def _image(self, image, param: str) -> Image.Image:
-        if isinstance(image, Image.Image):
-            return image
-        if isinstance(image, (str, Path)):
-            image = Path(image).read_bytes()
-        if isinstance(image, (bytes, bytearray, memoryview)):
-            return decode_image(bytes(image), max_pixels=self.options.max_pixels, param=param)
-        raise InvalidInputError(f"unsupported image type {type(image).__name__}", param=param)
-
     def check_texts(self, texts: list[str], param: str = "texts") -> None:
         self.tokenizer.validate(list(texts), param)
 
@@ -124,13 +108,13 @@ class Beit3Engine(FamilyEngine):
     @torch.inference_mode()
     def image_embeddings(self, states: torch.Tensor) -> torch.Tensor:
         self._need_retrieval()
-        return self.model.image_embedding(self.model.vision(states))
+        return self.model.image_embedding(self.model.vision(states, first_only=True))
 
     @torch.inference_mode()
     def text_embeddings(self, texts: list[str]) -> torch.Tensor:
         self._need_retrieval()
         ids, pad = self._text(texts)
-        return self.model.text_embedding(self.model.text(ids, pad))
+        return self.model.text_embedding(self.model.text(ids, pad, first_only=True))
 
     def _need_retrieval(self) -> None:
         if not self.model.config.retrieval:
@@ -141,7 +125,7 @@ class Beit3Engine(FamilyEngine):
         """(B, answers) probabilities: the sigmoid of each answer's logit, as unilm trains the
         head (binary cross-entropy against VQA's soft scores), so they need not sum to one."""
         ids, pad = self._text(questions, "questions")
-        return torch.sigmoid(self.model.answer_logits(self.model.fusion(states, ids, pad)))
+        return torch.sigmoid(self.model.answer_logits(self.model.fusion(states, ids, pad, first_only=True)))
 
     # -- captioning -----------------------------------------------------------------------
 

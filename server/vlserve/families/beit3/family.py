@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import ValidationError
-
 from ...engine.family import EngineOptions, Family
 from ...errors import CheckpointError
 from .engine import Beit3Engine, Beit3Options
@@ -14,6 +12,7 @@ from .loader import is_beit3, read_weights
 
 class Beit3Family(Family):
     name = "beit3"
+    table = Beit3Options
 
     def claim(self, folder: Path) -> str | None:
         try:
@@ -23,13 +22,6 @@ class Beit3Family(Family):
         if not is_beit3(state):
             return "the checkpoint holds no beit3.encoder.layers.* weights: not a BEiT-3 checkpoint"
         return None
-
-    def options(self, table: dict) -> Beit3Options:
-        try:
-            return Beit3Options(**table)
-        except ValidationError as exc:
-            problems = "; ".join(f"beit3.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-            raise ValueError(problems) from None
 
     def load(self, folder: Path, options: EngineOptions, family_options: Beit3Options | None = None) -> Beit3Engine:
         return Beit3Engine(folder, options, family_options or Beit3Options())

@@ -54,10 +54,13 @@ class Encoder(nn.Module):
         d = cfg.width
         self.layer_norm = Multiway(lambda: nn.LayerNorm(d, eps=cfg.eps), d) if cfg.normalize_output else None
 
-    def forward(self, x: torch.Tensor, split: int, key_padding_mask=None) -> torch.Tensor:
-        for layer in self.layers:
-            x = layer(x, split, key_padding_mask)
-        return self.final_norm(x, split)
+    def forward(self, x: torch.Tensor, split: int, key_padding_mask=None, first_only: bool = False) -> torch.Tensor:
+        """Final states (B, L, D); first_only: the first token's (B, 1, D), the last layer run
+        for it alone (every head but captioning reads only the first token)."""
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            x = layer(x, split, key_padding_mask, first_only=first_only and i == last)
+        return self.final_norm(x, min(split, x.shape[1]))
 
     def final_norm(self, x: torch.Tensor, split: int) -> torch.Tensor:
         return self.layer_norm(x, split) if self.layer_norm is not None else x
@@ -139,22 +142,23 @@ class Beit3Model(nn.Module):
 
     # -- the three modes ------------------------------------------------------------------
 
-    def vision(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Image tokens (B, N, D) -> final states (B, N, D)."""
-        return self.beit3.encoder(tokens, tokens.shape[1])
+    def vision(self, tokens: torch.Tensor, first_only: bool = False) -> torch.Tensor:
+        """Image tokens (B, N, D) -> final states (B, N, D) (first_only: (B, 1, D))."""
+        return self.beit3.encoder(tokens, tokens.shape[1], first_only=first_only)
 
-    def text(self, ids: torch.Tensor, padding: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, T) ids, padding (B, T) True = pad -> final states (B, T, D)."""
-        return self.beit3.encoder(self.embed_text(ids, padding=padding), 0, _mask_or_none(padding))
+    def text(self, ids: torch.Tensor, padding: torch.Tensor | None = None, first_only: bool = False) -> torch.Tensor:
+        """(B, T) ids, padding (B, T) True = pad -> final states (B, T, D) (first_only: (B, 1, D))."""
+        return self.beit3.encoder(self.embed_text(ids, padding=padding), 0, _mask_or_none(padding), first_only)
 
-    def fusion(self, image: torch.Tensor, ids: torch.Tensor, padding: torch.Tensor | None = None) -> torch.Tensor:
-        """Image tokens (B, N, D) and text (B, T) -> final states (B, N + T, D)."""
+    def fusion(self, image: torch.Tensor, ids: torch.Tensor, padding: torch.Tensor | None = None,
+               first_only: bool = False) -> torch.Tensor:
+        """Image tokens (B, N, D) and text (B, T) -> final states (B, N + T, D) (first_only: (B, 1, D))."""
         n = image.shape[1]
         x = torch.cat([image, self.embed_text(ids, padding=padding)], dim=1)
         mask = None
         if padding is not None and bool(padding.any()):
             mask = torch.cat([padding.new_zeros(padding.shape[0], n), padding], dim=1)
-        return self.beit3.encoder(x, n, mask)
+        return self.beit3.encoder(x, n, mask, first_only)
 
     # -- heads ----------------------------------------------------------------------------
 

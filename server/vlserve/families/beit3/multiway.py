@@ -125,6 +125,9 @@ class Layer(nn.Module):
         x = x + self.self_attn.merge(ctx, split)
         return x + self.ffn(self.final_layer_norm(x, split), split)
 
-    def forward(self, x: torch.Tensor, split: int, key_padding_mask=None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, split: int, key_padding_mask=None, first_only: bool = False) -> torch.Tensor:
+        """first_only: the first token's output alone (B, 1, D), for heads that read nothing else."""
         q, k, v = self.self_attn.qkv(self.self_attn_layer_norm(x, split), split)
+        if first_only:
+            q, x, split = q[:, :, :1], x[:, :1], min(split, 1)
         return self.attend_with(x, self.self_attn.backend.prefill(q, k, v, key_padding_mask), split)

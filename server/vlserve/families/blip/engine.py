@@ -12,13 +12,11 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from pydantic import BaseModel, ConfigDict
 
 from ...engine.family import (AnswerGenerator, AnswerRanker, Captioner, EngineOptions, FamilyEngine, Matcher,
                               Source, derive_capabilities, resolve_dtype)
-from ...engine.images import ImageProcessor, decode_image
-from ...errors import InvalidInputError
+from ...engine.images import ImageProcessor
 from ...models.attention import make_backend
 from .cross import MODES
 from .decoder import BlipDecoderGraph
@@ -111,22 +109,6 @@ class BlipEngine(FamilyEngine):
                 "fusion_first_token": self.fusion_first_token, "default_prompt": self.default_prompt}
 
     # -- inputs (CPU work; the server runs these in a thread pool) ---------------------
-
-    def load_image(self, image, param: str = "images") -> Image.Image:
-        if isinstance(image, Image.Image):
-            return image
-        if isinstance(image, (str, Path)):
-            image = Path(image).read_bytes()
-        if isinstance(image, (bytes, bytearray, memoryview)):
-            return decode_image(bytes(image), max_pixels=self.options.max_pixels, param=param)
-        raise InvalidInputError(f"unsupported image type {type(image).__name__}", param=param)
-
-    def pixels(self, images: list, params: list[str] | None = None) -> torch.Tensor:
-        """Images -> model input (B, 3, S, S); `params` name each image in errors."""
-        if not images:
-            raise InvalidInputError("at least one image is required", param="images")
-        params = params or [f"images[{i}]" for i in range(len(images))]
-        return self.processor([self.load_image(im, p) for im, p in zip(images, params)])
 
     def check_texts(self, texts: list[str], param: str = "texts") -> None:
         self.tokenizer.validate(list(texts), param)

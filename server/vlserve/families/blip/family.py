@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pydantic import ValidationError
-
 from ...engine.family import EngineOptions, Family
 from ...engine.weights import find_weights, read_state_dict
 from ...errors import CheckpointError
@@ -15,6 +13,7 @@ from .engine import BlipEngine, BlipOptions
 
 class BlipFamily(Family):
     name = "blip"
+    table = BlipOptions
     legacy_keys = ("cross_attention", "fusion_first_token", "prompt")  # top-level in model.toml before [blip]
 
     def claim(self, folder: Path) -> str | None:
@@ -45,13 +44,6 @@ class BlipFamily(Family):
         if not any(k.startswith("visual_encoder.") for k in keys):
             return f"{pth[0].name} holds no visual_encoder.* weights: not an original BLIP checkpoint"
         return None
-
-    def options(self, table: dict) -> BlipOptions:
-        try:
-            return BlipOptions(**table)
-        except ValidationError as exc:
-            problems = "; ".join(f"blip.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-            raise ValueError(problems) from None
 
     def load(self, folder: Path, options: EngineOptions, family_options: BlipOptions | None = None) -> BlipEngine:
         return BlipEngine(folder, options, family_options or BlipOptions())

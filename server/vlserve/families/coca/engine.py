@@ -12,11 +12,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from pydantic import BaseModel, ConfigDict
 
 from ...engine.family import Captioner, EngineOptions, FamilyEngine, Source, derive_capabilities, resolve_dtype
-from ...engine.images import CLIP_MEAN, CLIP_STD, CropProcessor, decode_image
+from ...engine.images import CLIP_MEAN, CLIP_STD, CropProcessor
 from ...errors import InvalidInputError
 from ...models.attention import make_backend
 from .decoder import CocaDecoderGraph
@@ -79,25 +78,11 @@ class CocaEngine(FamilyEngine):
     def describe(self) -> dict:
         v = self.model.config.vision
         return {"attention": self.backend.name, "attentional_pool": v.attentional_pool,
-                "preprocess": {"resize_mode": self.processor.resize_mode, "interpolation": self.processor.interpolation},
+                "preprocess": {"resize_mode": self.processor.resize_mode,
+                               "interpolation": self.processor.interpolation},
                 "default_prompt": self.default_prompt}
 
     # -- inputs ---------------------------------------------------------------------------
-
-    def pixels(self, images: list, params: list[str] | None = None) -> torch.Tensor:
-        if not images:
-            raise InvalidInputError("at least one image is required", param="images")
-        params = params or [f"images[{i}]" for i in range(len(images))]
-        return self.processor([self._image(im, p) for im, p in zip(images, params)])
-
-    def _image(self, image, param: str) -> Image.Image:
-        if isinstance(image, Image.Image):
-            return image
-        if isinstance(image, (str, Path)):
-            image = Path(image).read_bytes()
-        if isinstance(image, (bytes, bytearray, memoryview)):
-            return decode_image(bytes(image), max_pixels=self.options.max_pixels, param=param)
-        raise InvalidInputError(f"unsupported image type {type(image).__name__}", param=param)
 
     def check_texts(self, texts: list[str], param: str = "texts") -> None:
         self.tokenizer.validate(list(texts), param)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pydantic import ValidationError
-
 from ...engine.family import EngineOptions, Family
 from .engine import CocaEngine, CocaOptions
 from .loader import CONFIG
@@ -14,6 +12,7 @@ from .loader import CONFIG
 
 class CocaFamily(Family):
     name = "coca"
+    table = CocaOptions
 
     def claim(self, folder: Path) -> str | None:
         path = folder / CONFIG
@@ -28,13 +27,6 @@ class CocaFamily(Family):
         if not isinstance(model_cfg, dict) or "multimodal_cfg" not in model_cfg:
             return f"{CONFIG} describes an open_clip model without a multimodal decoder: not CoCa"
         return None
-
-    def options(self, table: dict) -> CocaOptions:
-        try:
-            return CocaOptions(**table)
-        except ValidationError as exc:
-            problems = "; ".join(f"coca.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-            raise ValueError(problems) from None
 
     def load(self, folder: Path, options: EngineOptions, family_options: CocaOptions | None = None) -> CocaEngine:
         return CocaEngine(folder, options, family_options or CocaOptions())

@@ -1,17 +1,18 @@
 """BEiT-3: vlserve's engine vs unilm's own classes (beit3-gml 0.1.3 on torchscale 0.3), in
-the same run (run it in .venv-ref, which has them: `.venv-ref/bin/python bench/beit3.py`).
+the same run (run it in .venv-ref, which has them: `.venv-ref/bin/python bench/beit3_vs_unilm.py`).
 
 BEiT-3-base with unilm's random initialisation (speed needs no training), CPU fp32, both
 with the same threads, each task at the size unilm fine-tunes it:
 - retrieval (384 px), batch 8: `image_embeddings(encode_images)` and `text_embeddings` vs
-  BEiT3ForRetrieval(image=...) / (text_description=...), the same padded ids;
+  BEiT3ForRetrieval(image=...) / (text_description=...), given the same ids padded to the
+  longest text, and padded to 64 as unilm's data pipeline pads them;
 - VQA (480 px, 3129 answers), batch 8: `classify` vs BEiT3ForVisualQuestionAnswering;
 - captioning (480 px), batch 8, N new tokens, greedy and 3 beams: vlserve's decode loop
   (the image prefix once per image, shared by its beams) vs unilm's own CaptioningHandler
   .eval_batch, its beam search over `incremental_state` (beams = 1 for greedy), which runs
   the image once per beam and copies the caches every step.
 
-    .venv-ref/bin/python bench/beit3.py [--batch 8] [--tokens 20] [--threads 2] [--repeats 3]
+    .venv-ref/bin/python bench/beit3_vs_unilm.py [--batch 8] [--tokens 20] [--threads 2] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import asyncio
 import json
 import sys
 import tempfile
+import types
 import warnings
 from pathlib import Path
 
@@ -31,8 +33,15 @@ from common import ROOT, interleaved, machine, save
 sys.path.insert(0, str(ROOT))
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", FutureWarning)
+    import beit3
     from beit3 import modeling_finetune as unilm
+
+    sys.path.append(str(Path(beit3.__file__).parent))  # unilm's scripts import their siblings top-level
+    # its datasets module imports OpenCV for training augmentation; the handler only takes its
+    # tokenizer factory from there, which this benchmark replaces anyway (_Ids)
+    sys.modules["datasets"] = types.SimpleNamespace(get_sentencepiece_model_for_beit3=None)
     from beit3.engine_for_finetuning import CaptioningHandler
+    del sys.modules["datasets"]
 
 from tests.helpers.tiny_beit3 import train_spm  # noqa: E402
 from vlserve.engine.generation.params import GenerationParams  # noqa: E402
@@ -105,10 +114,15 @@ def main():
                 results["image_embeddings"] = interleaved(
                     {"vlserve": lambda: eng.image_embeddings(eng.encode_images(pixels)),
                      "unilm": lambda: ref(image=pixels, only_infer=True)}, args.repeats)
-                results["text_embeddings"] = interleaved(
-                    {"vlserve": lambda: eng.text_embeddings(texts),
-                     "unilm": lambda: ref(text_description=ids, padding_mask=pad.long(), only_infer=True)},
-                    args.repeats * 3)
+                # unilm given vlserve's ids (padded to the longest text), and as its own data
+                # pipeline feeds it (every text padded to num_max_bpe_tokens = 64)
+                ids64 = torch.nn.functional.pad(ids, (0, 64 - ids.shape[1]), value=1)
+                for case, (i, p) in (("text_embeddings", (ids, pad)), ("text_embeddings_unilm_pad64",
+                                                                      (ids64, ids64 == 1))):
+                    results[case] = interleaved(
+                        {"vlserve": lambda: eng.text_embeddings(texts),
+                         "unilm": lambda i=i, p=p: ref(text_description=i, padding_mask=p.long(), only_infer=True)},
+                        args.repeats * 3)
             elif task == "vqa":
                 results["vqa"] = interleaved(
                     {"vlserve": lambda: eng.classify(eng.encode_images(pixels), texts),
@@ -124,7 +138,6 @@ def main():
                          "unilm": lambda h=handler: h.eval_batch(ref, pixels, image_id=torch.arange(args.batch))},
                         args.repeats)
                     lengths[name] = sorted({int(p["caption"]) for p in handler.predictions})
-        del eng, ref
     table = {}
     for case, r in results.items():
         o, t = r["vlserve"]["median_s"], r["unilm"]["median_s"]
