@@ -40,6 +40,11 @@ async def test_caption_and_vqa_match_the_raw_api(live, tmp_path):
         got = await client.vqa(BLUE, "what color", rank_answers=True)
         await same(live, got, "/v1/vqa", {"images": [b64(BLUE)], "questions": ["what color"], "rank_answers": True})
         assert {r.text for r in got.answers[0].ranked} == set(ANSWERS)
+        best = [r.text for r in got.answers[0].ranked[:2]]
+        got = await client.vqa(BLUE, "what color", rank_answers=True, top_k=2)
+        await same(live, got, "/v1/vqa", {"images": [b64(BLUE)], "questions": ["what color"], "rank_answers": True,
+                                          "top_k": 2})
+        assert [r.text for r in got.answers[0].ranked] == best
 
         got = await client.vqa(BLUE, "what color", candidates=["red", "blue"], mode="rank")
         await same(live, got, "/v1/vqa", {"images": [b64(BLUE)], "questions": ["what color"],
