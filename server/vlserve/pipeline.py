@@ -75,7 +75,9 @@ class Pipeline:
     def embed_texts(self, texts):
         return _run(embed_task(self.model, texts=list(texts)))[1]
 
-    def score(self, images, texts, heads=("itc", "itm")):
+    def score(self, images, texts, heads=None):
+        """{head: (images, texts) scores}; heads None: every head the model has (BLIP: itc and itm)."""
+        heads = self.capabilities.score_heads if heads is None else tuple(heads)
         return _run(score_task(self.model, self._pixels(images), list(texts), heads))
 
     def rank(self, *, image=None, text=None, candidates, k_itc=16, top_k=10, rerank=None, reranker=None):

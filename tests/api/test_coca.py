@@ -150,3 +150,13 @@ def test_a_bare_checkpoint_named_in_model_toml(tmp_path, monkeypatch):
     model = load_model(folder)
     assert model.tasks == ("caption", "embed", "score", "rank")
     assert len(model.caption([base64.b64decode(images(1)[0])], max_new_tokens=3)) == 1
+
+
+def test_python_score_defaults_to_the_heads_the_model_has(mixed_repo):
+    from vlserve import load_model
+
+    image = base64.b64decode(images(1)[0])
+    coca = load_model(mixed_repo / "coca").score([image], ["a", "b c"])
+    blip = load_model(mixed_repo / "blip").score([image], ["a", "b c"])
+    assert set(coca) == {"itc"} and set(blip) == {"itc", "itm"}
+    assert coca["itc"].shape == blip["itm"].shape == (1, 2)

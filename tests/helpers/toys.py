@@ -22,3 +22,48 @@ def needs(name: str):
 def held_out_world(n: int, seed: int):
     """(scene, questions) pairs and each scene as PNG bytes, as a client would send it."""
     return world_images(n, seed)
+
+
+def toy_fixtures(folder: Path, n: int, seed: int = 7):
+    """Module-scoped `toy` (the loaded model) and `world` (held-out scenes) fixtures:
+    `toy, world = toy_fixtures(MODEL, N)` in a test module."""
+    from vlserve import load_model
+
+    @pytest.fixture(scope="module")
+    def toy():
+        return load_model(folder)
+
+    @pytest.fixture(scope="module")
+    def world():
+        return held_out_world(n, seed)
+
+    return toy, world
+
+
+def check_captions(toy, world, **options) -> None:
+    """Captions equal the canonical one for >= 80% of the scenes and >= 70% of the two-object
+    ones (relations and order, not only single shapes)."""
+    scenes, images = world
+    got = [c[0].text for c in toy.caption(images, **options)]
+    hits = [g == s.caption for g, (s, _) in zip(got, scenes)]
+    two = [h for h, (s, _) in zip(hits, scenes) if len(s.objects) == 2]
+    assert sum(hits) / len(hits) >= 0.8, list(zip(got, [s.caption for s, _ in scenes]))
+    assert len(two) >= 15 and sum(two) / len(two) >= 0.7
+
+
+def check_answers(answers, qa) -> None:
+    """VQA answers right for >= 85% of the questions and >= 60% of each question type."""
+    from vlserve.shapes import QUESTION_TYPES
+
+    ok = {t: [a.text == q.answer for a, (_, q) in zip(answers, qa) if q.type == t] for t in QUESTION_TYPES}
+    assert sum(map(sum, ok.values())) / len(qa) >= 0.85
+    assert all(sum(v) / len(v) >= 0.6 for v in ok.values()), {t: sum(v) / len(v) for t, v in ok.items()}
+
+
+def check_itc_retrieval(toy, world) -> None:
+    """ITC ranks the true caption first among the scenes' distinct captions for >= 80%."""
+    scenes, images = world
+    captions = sorted({s.caption for s, _ in scenes})
+    sim = toy.embed_images(images) @ toy.embed_texts(captions).T
+    best = [captions[j] for j in sim.argmax(dim=1).tolist()]
+    assert sum(b == s.caption for b, (s, _) in zip(best, scenes)) / len(scenes) >= 0.8
