@@ -15,11 +15,12 @@ from ..settings import Settings
 from . import errors, schemas
 from .gateway import ClientGone, Gateway
 from .middleware import RequestGuard
+from .openai_front import OpenAIEmbeddingsRequest
 from .routes import router
 
 log = logging.getLogger("vlserve.api")
 REQUEST_SCHEMAS = (schemas.CaptionRequest, schemas.EmbeddingsRequest, schemas.ScoreRequest, schemas.RankRequest,
-                   schemas.VqaRequest, schemas.CapfiltRequest)
+                   schemas.VqaRequest, schemas.CapfiltRequest, OpenAIEmbeddingsRequest)
 
 
 def create_app(settings: Settings | None = None, gateway: Gateway | None = None) -> FastAPI:

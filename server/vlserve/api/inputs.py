@@ -15,7 +15,7 @@ import json
 import re
 import types
 import typing
-from typing import TypeVar
+from typing import Callable, TypeVar
 
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
@@ -28,21 +28,25 @@ from .fetch import fetch_image
 M = TypeVar("M", bound=BaseModel)
 DATA_URI = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[^;,]*)*?);base64,(?P<data>.*)$", re.S)
 IMAGE_FIELDS = ("images", "query_image", "candidate_images")
+IMAGE_KEYS = ("image", "url")  # an image reference inside an item (OpenAI-style bodies): no text limit
 IMAGE_TYPES = ("image/jpeg", "image/jpg", "image/png", "image/webp", "image/gif", "image/bmp", "image/tiff")
-MAX_DEPTH = 4  # the schemas nest lists two deep (capfilt's texts)
+MAX_DEPTH = 6  # values nest: capfilt texts[i][j] three deep; OpenAI messages[i].content[j].image_url.url six
 INTEGER = re.compile(r"[+-]?\d{1,20}")
 
 UPLOAD = "upload://"  # how a multipart file stands in an image field until it is read
 
 
-async def read_request(request: Request, schema: type[M], settings: Settings, in_thread) -> tuple[M, dict[str, bytes]]:
+async def read_request(request: Request, schema: type[M], settings: Settings, in_thread,
+                       variant: tuple[Callable[[dict], bool], type[BaseModel]] | None = None
+                       ) -> tuple[M, dict[str, bytes]]:
     """The validated body, and the bytes of any uploaded files (keyed by their stand-ins).
-    `in_thread(fn, *args)` runs CPU work off the event loop."""
+    `in_thread(fn, *args)` runs CPU work off the event loop. `variant` (is_it, schema): a
+    second JSON body on the same route (another protocol's), chosen by its fields."""
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     uploads: dict[str, bytes] = {}
     if kind == "application/json" or kind == "":
         raw = await request.body()
-        return await in_thread(_parse_json, raw, schema, settings), uploads
+        return await in_thread(_parse_json, raw, schema, settings, variant), uploads
     if kind == "multipart/form-data":
         fields = await _read_form(request, settings, uploads)
         return await in_thread(_parse_form, fields, schema, settings), uploads
@@ -50,7 +54,7 @@ async def read_request(request: Request, schema: type[M], settings: Settings, in
                                 "multipart/form-data")
 
 
-def _parse_json(raw: bytes, schema: type[M], settings: Settings) -> M:
+def _parse_json(raw: bytes, schema: type[M], settings: Settings, variant=None) -> M:
     try:
         data = json.loads(raw or b"null")
     except RecursionError:
@@ -59,6 +63,8 @@ def _parse_json(raw: bytes, schema: type[M], settings: Settings) -> M:
         raise InvalidInputError(f"body is not valid JSON: {_plain(str(exc))}") from None
     if not isinstance(data, dict):
         raise InvalidInputError("body must be a JSON object")
+    if variant is not None and variant[0](data):
+        schema = variant[1]
     return _validate(schema, data, settings)
 
 
@@ -129,7 +135,7 @@ def check_strings(data: dict, settings: Settings, limits: bool = True) -> None:
         value, param, depth = stack.pop()
         if depth > MAX_DEPTH:
             raise InvalidInputError("body nests lists too deeply", param=param)
-        image = param.split("[")[0] in IMAGE_FIELDS
+        image = param.split("[")[0] in IMAGE_FIELDS or param.rsplit(".", 1)[-1] in IMAGE_KEYS
         if isinstance(value, str):
             if limits and not image and len(value) > settings.max_text_chars:
                 raise InvalidInputError(f"text is {len(value)} characters; the limit is {settings.max_text_chars}",

@@ -18,6 +18,7 @@ from ..tasks.vqa import vqa as vqa_task
 from .decoding import decode_images, read_images
 from .gateway import Gateway
 from .inputs import read_request
+from .openai_front import OpenAIEmbeddingsRequest, OpenAIEmbeddingsResponse, embed_openai, is_openai_body
 from .schemas import (AnswerOut, CapfiltRequest, CapfiltResponse, CaptionOut, CaptionRequest, CaptionResponse,
                       EmbeddingsRequest, EmbeddingsResponse, ErrorResponse, FilteredCaptionOut, RankedAnswerOut,
                       RankedOut, RankRequest, RankResponse, ScoreRequest, ScoreResponse, Usage, VqaRequest,
@@ -27,17 +28,20 @@ router = APIRouter(prefix="/v1")
 ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 404, 408, 413, 415, 422, 500, 503, 504)}
 
 
-def _doc(schema) -> dict:
-    """Document the body (JSON or multipart) in OpenAPI; the route parses it itself."""
+def _doc(schema, json_variant=None) -> dict:
+    """Document the body (JSON or multipart) in OpenAPI; the route parses it itself.
+    json_variant: a second JSON body the route also takes (another protocol's)."""
     ref = {"$ref": f"#/components/schemas/{schema.__name__}"}
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": ref},
+    json_ref = ref if json_variant is None else \
+        {"oneOf": [ref, {"$ref": f"#/components/schemas/{json_variant.__name__}"}]}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": json_ref},
                                                           "multipart/form-data": {"schema": ref}}}}
 
 
-async def _read(request: Request, schema):
+async def _read(request: Request, schema, variant=None):
     """(gateway, validated body, uploaded files) of a task request."""
     gw: Gateway = request.app.state.gateway
-    body, uploads = await read_request(request, schema, gw.settings, gw.in_thread)
+    body, uploads = await read_request(request, schema, gw.settings, gw.in_thread, variant)
     return gw, body, uploads
 
 
@@ -73,10 +77,13 @@ async def caption(request: Request):
     return await gw.run(request, "caption", body.timeout_s, work, model=(body.model, "caption"))
 
 
-@router.post("/embeddings", response_model=EmbeddingsResponse, responses=ERRORS, response_model_exclude_none=True,
-             openapi_extra=_doc(EmbeddingsRequest), summary="ITC embeddings of images and/or texts")
+@router.post("/embeddings", response_model=EmbeddingsResponse | OpenAIEmbeddingsResponse, responses=ERRORS,
+             response_model_exclude_none=True, openapi_extra=_doc(EmbeddingsRequest, OpenAIEmbeddingsRequest),
+             summary="ITC embeddings of images and/or texts (vlserve's body, or OpenAI's: `input`)")
 async def embeddings(request: Request):
-    gw, body, uploads = await _read(request, EmbeddingsRequest)
+    gw, body, uploads = await _read(request, EmbeddingsRequest, (is_openai_body, OpenAIEmbeddingsRequest))
+    if isinstance(body, OpenAIEmbeddingsRequest):
+        return await embed_openai(request, gw, body)
     images = await read_images(gw, body.images, uploads, "images")
 
     async def work(served, models):

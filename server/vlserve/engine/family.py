@@ -132,8 +132,9 @@ class FamilyEngine(ABC):
         """(B, E) float32, unit length."""
 
     @abstractmethod
-    def check_texts(self, texts: list[str], param: str = "texts") -> None:
-        """Raise the typed error tokenising would (empty, too long), naming the item."""
+    def check_texts(self, texts: list[str], param: str = "texts") -> list[int]:
+        """Raise the typed error tokenising would (empty, too long), naming the item; else
+        each text's token count, special tokens included."""
 
     @abstractmethod
     def decode_text(self, tokens: list[int]) -> str: ...

@@ -88,8 +88,8 @@ class Beit3Engine(FamilyEngine):
 
     # -- inputs ---------------------------------------------------------------------------
 
-    def check_texts(self, texts: list[str], param: str = "texts") -> None:
-        self.tokenizer.validate(list(texts), param)
+    def check_texts(self, texts: list[str], param: str = "texts") -> list[int]:
+        return [len(ids) for ids in self.tokenizer.validate(list(texts), param)]
 
     def decode_text(self, tokens: list[int]) -> str:
         return self.tokenizer.decode(tokens)

@@ -110,8 +110,8 @@ class BlipEngine(FamilyEngine):
 
     # -- inputs (CPU work; the server runs these in a thread pool) ---------------------
 
-    def check_texts(self, texts: list[str], param: str = "texts") -> None:
-        self.tokenizer.validate(list(texts), param)
+    def check_texts(self, texts: list[str], param: str = "texts") -> list[int]:
+        return self.tokenizer.validate(list(texts), param)
 
     def decode_text(self, tokens: list[int]) -> str:
         return self.tokenizer.decode(tokens)

@@ -64,10 +64,10 @@ class BlipTokenizer:
                 f"text has {len(ids)} tokens; this model reads at most {self.max_length}", param=param)
         return ids
 
-    def validate(self, texts: list[str], param: str = "texts") -> None:
-        """Raise the error encode_batch would, naming the item (before work is queued)."""
-        for i, t in enumerate(texts):
-            self._ids(t, f"{param}[{i}]")
+    def validate(self, texts: list[str], param: str = "texts") -> list[int]:
+        """Raise the error encode_batch would, naming the item (before work is queued); else
+        each text's token count."""
+        return [len(self._ids(t, f"{param}[{i}]")) for i, t in enumerate(texts)]
 
     def encode_batch(self, texts: list[str], *, first_token: int | None = None, param: str = "texts"):
         """Right-padded (ids, attention_mask), both (B, L) long, mask 1 = token."""

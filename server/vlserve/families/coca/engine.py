@@ -84,8 +84,8 @@ class CocaEngine(FamilyEngine):
 
     # -- inputs ---------------------------------------------------------------------------
 
-    def check_texts(self, texts: list[str], param: str = "texts") -> None:
-        self.tokenizer.validate(list(texts), param)
+    def check_texts(self, texts: list[str], param: str = "texts") -> list[int]:
+        return self.tokenizer.validate(list(texts), param)
 
     def decode_text(self, tokens: list[int]) -> str:
         return self.tokenizer.decode(tokens)

@@ -76,9 +76,8 @@ class ClipTokenizer:
                                    param=param)
         return ids
 
-    def validate(self, texts: list[str], param: str = "texts") -> None:
-        for i, t in enumerate(texts):
-            self._ids(t, f"{param}[{i}]")
+    def validate(self, texts: list[str], param: str = "texts") -> list[int]:
+        return [len(self._ids(t, f"{param}[{i}]")) for i, t in enumerate(texts)]
 
     def encode_batch(self, texts: list[str], param: str = "texts") -> torch.Tensor:
         """(B, context_length) ids padded with pad_id, as open_clip's tokenizer returns them."""
