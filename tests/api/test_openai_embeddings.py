@@ -1,4 +1,4 @@
-"""OpenAI's embeddings body on /v1/embeddings (issue 15), driven by the real `openai` SDK: texts,
+"""OpenAI's embeddings body on /v1/embeddings and model list (issue 15), driven by the real `openai` SDK: texts,
 images as vLLM/infinity/Jina items and as content parts, messages, base64 encoding, usage,
 for each family with embeddings; the answers equal vlserve's own body's; what is refused."""
 
@@ -125,3 +125,11 @@ async def test_an_image_item_is_not_held_to_the_text_length_limit(three):
         assert r.status_code == 200, r.text
         r = await live.client.post("/v1/embeddings", json={"model": "blip", "input": ["x" * 101]})
         assert r.status_code == 400 and r.json()["error"]["param"] == "input[0]"
+
+
+async def test_models_list_in_openais_shape_beside_vlserves(live):
+    listed = await sdk(live).models.list()
+    assert sorted(m.id for m in listed.data) == sorted(FAMILIES)
+    assert all(m.object == "model" and m.owned_by == "vlserve" and m.created > 1_700_000_000 for m in listed.data)
+    body = (await live.client.get("/v1/models")).json()
+    assert body["object"] == "list" and sorted(m["name"] for m in body["models"]) == sorted(FAMILIES)

@@ -74,8 +74,12 @@ def server_shape(spec, ref: str) -> tuple:
 
 
 def refs(operation: dict) -> tuple[str | None, str]:
+    """The route's own body and answer; a route that also takes another protocol's body
+    (/v1/embeddings: OpenAI's) lists vlserve's first, which is what the SDK sends."""
     body = operation.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema", {})
     answer = operation["responses"]["200"]["content"]["application/json"]["schema"]
+    body = body.get("oneOf", [body])[0]
+    answer = answer.get("anyOf", [answer])[0]
     return body.get("$ref"), answer["$ref"]
 
 

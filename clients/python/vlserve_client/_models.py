@@ -115,8 +115,17 @@ class ModelInfo(BaseModel):
     load_seconds: float | None = None
 
 
+class OpenAIModel(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "vlserve"
+
+
 class ModelsResponse(BaseModel):
     models: list[ModelInfo]
+    object: Literal["list"] = "list"  # OpenAI's list shape beside `models`
+    data: list[OpenAIModel] = []  # absent from servers before issue 15
 
 
 # -- requests ----------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
@@ -15,7 +16,7 @@ from ..settings import Settings
 from . import errors, schemas
 from .gateway import ClientGone, Gateway
 from .middleware import RequestGuard
-from .openai_front import OpenAIEmbeddingsRequest
+from .openai_front import OpenAIEmbeddingsRequest, openai_models
 from .routes import router
 
 log = logging.getLogger("vlserve.api")
@@ -50,9 +51,13 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
 
     app.include_router(router)
 
+    started = int(time.time())
+
     @app.get("/v1/models", response_model=schemas.ModelsResponse, tags=["admin"])
     async def models(request: Request):
-        return {"models": [m.describe() for m in gw.repository.models.values()]}
+        described = [m.describe() for m in gw.repository.models.values()]
+        return {"models": described, "object": "list",
+                "data": [m.model_dump() for m in openai_models(described, started)]}
 
     @app.get("/health/live", tags=["admin"])
     async def live():

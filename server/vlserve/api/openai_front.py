@@ -19,7 +19,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import InvalidInputError
-from .schemas import TINY_PNG
+from .schemas import TINY_PNG, OpenAIModel
 
 
 
@@ -51,6 +51,11 @@ class OpenAIEmbeddingsResponse(BaseModel):
     data: list[OpenAIEmbedding]
     model: str
     usage: OpenAIUsage
+
+
+def openai_models(described: list[dict], created: int) -> list[OpenAIModel]:
+    """OpenAI's model list (`client.models.list()`): every model folder but the skipped ones."""
+    return [OpenAIModel(id=m["name"], created=created) for m in described if m["state"] != "skipped"]
 
 
 def is_openai_body(data: dict) -> bool:

@@ -200,8 +200,18 @@ class ModelInfo(BaseModel):
     load_seconds: float | None = None
 
 
+class OpenAIModel(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int = Field(description="when this server started (Unix seconds)")
+    owned_by: str = "vlserve"
+
+
 class ModelsResponse(BaseModel):
     models: list[ModelInfo]
+    object: Literal["list"] = Field("list", description="OpenAI's list shape, beside vlserve's `models`")
+    data: list[OpenAIModel] = Field(default_factory=list, description="OpenAI's model objects "
+                                    "(`client.models.list()`); skipped folders are not models")
 
 
 class ErrorBody(BaseModel):
