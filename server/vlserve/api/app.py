@@ -17,11 +17,14 @@ from . import errors, schemas
 from .gateway import ClientGone, Gateway
 from .middleware import RequestGuard
 from .openai_front import OpenAIEmbeddingsRequest, openai_models
+from .rerank_front import RerankRequest
+from .rerank_front import router as rerank_router
 from .routes import router
 
 log = logging.getLogger("vlserve.api")
 REQUEST_SCHEMAS = (schemas.CaptionRequest, schemas.EmbeddingsRequest, schemas.ScoreRequest, schemas.RankRequest,
-                   schemas.VqaRequest, schemas.CapfiltRequest, OpenAIEmbeddingsRequest)
+                   schemas.VqaRequest, schemas.CapfiltRequest, OpenAIEmbeddingsRequest,
+                   RerankRequest)
 
 
 def create_app(settings: Settings | None = None, gateway: Gateway | None = None) -> FastAPI:
@@ -50,6 +53,7 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
         return Response(status_code=499)  # nobody reads it: the client left
 
     app.include_router(router)
+    app.include_router(rerank_router)
 
     started = int(time.time())
 
