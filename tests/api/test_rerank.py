@@ -85,3 +85,21 @@ async def test_refused_clearly(live, body, param):
     r = await live.client.post("/v1/rerank", json={"model": "blip"} | body)
     assert r.status_code in (400, 422), r.text
     assert r.json()["error"]["param"] == param, r.json()
+
+
+async def test_the_fronts_take_the_api_key_and_count_as_their_tasks(three):
+    async with Live(Settings(model_repo=three, api_key="s3cret")) as live:
+        key = {"Authorization": "Bearer s3cret"}
+        bodies = {"/v1/rerank": {"model": "blip", "query": "a", "documents": ["b"]},
+                  "/rerank": {"model": "blip", "query": "a", "documents": ["b"]},
+                  "/v1/embeddings": {"model": "blip", "input": "a"}}
+        for path, body in bodies.items():
+            assert (await live.client.post(path, json=body)).status_code == 401, path
+        ok = {"model": "blip", "query": "a", "documents": [{"image": data_uri(COLORS[0])}]}
+        assert (await live.client.post("/rerank", json=ok, headers=key)).status_code == 200
+        assert (await live.client.post("/v1/embeddings", json=bodies["/v1/embeddings"], headers=key)).status_code == 200
+        metrics = (await live.client.get("/metrics", headers=key)).text
+        for task in ("rank", "embed"):
+            line = next(x for x in metrics.splitlines() if x.startswith("vlserve_requests_total")
+                        and f'task="{task}"' in x and 'outcome="succeeded"' in x)
+            assert float(line.rsplit(" ", 1)[1]) >= 1, line
