@@ -98,8 +98,8 @@ def test_route_models_agree(spec, name):
     assert not problems, "\n".join(problems)
 
 
-# other tools' protocols on their own paths: their clients speak them (tests/api/test_rerank.py)
-FRONTS = {("post", "/v1/rerank"), ("post", "/rerank")}
+# other tools' protocols on their own paths: their clients speak them (tests/api/test_rerank.py, test_chat.py)
+FRONTS = {("post", "/v1/rerank"), ("post", "/rerank"), ("post", "/v1/chat/completions")}
 
 
 def test_every_server_route_is_covered(spec):

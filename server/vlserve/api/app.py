@@ -17,6 +17,8 @@ from . import errors, schemas
 from .gateway import ClientGone, Gateway
 from .middleware import RequestGuard
 from .openai_front import OpenAIEmbeddingsRequest, openai_models
+from .chat_front import ChatRequest
+from .chat_front import router as chat_router
 from .rerank_front import RerankRequest
 from .rerank_front import router as rerank_router
 from .routes import router
@@ -24,7 +26,7 @@ from .routes import router
 log = logging.getLogger("vlserve.api")
 REQUEST_SCHEMAS = (schemas.CaptionRequest, schemas.EmbeddingsRequest, schemas.ScoreRequest, schemas.RankRequest,
                    schemas.VqaRequest, schemas.CapfiltRequest, OpenAIEmbeddingsRequest,
-                   RerankRequest)
+                   RerankRequest, ChatRequest)
 
 
 def create_app(settings: Settings | None = None, gateway: Gateway | None = None) -> FastAPI:
@@ -54,6 +56,7 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
 
     app.include_router(router)
     app.include_router(rerank_router)
+    app.include_router(chat_router)
 
     started = int(time.time())
 

@@ -28,7 +28,7 @@ log = logging.getLogger("vlserve.api")
 # metric task label per route: the route's own name
 TASKS = {"/v1/caption": "caption", "/v1/embeddings": "embed", "/v1/retrieval/score": "score",
          "/v1/retrieval/rank": "rank", "/v1/vqa": "vqa", "/v1/capfilt": "capfilt", "/v1/models": "models",
-         "/v1/rerank": "rank", "/rerank": "rank"}
+         "/v1/rerank": "rank", "/rerank": "rank", "/v1/chat/completions": "chat"}
 PROBES = ("/health/live", "/health/ready")  # never need the key, never counted
 ADMIN = ("/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc")
 

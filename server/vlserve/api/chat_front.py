@@ -1,0 +1,170 @@
+"""OpenAI's chat completions (`POST /v1/chat/completions`) with an `image_url` part, onto the
+caption and VQA tasks. One user message, one image: its text decides the task.
+
+- a question (ends with "?", or starts with a question word: what, is, how many, ...) -> VQA,
+  on models that answer questions (their own mode: generated or classified answers);
+- no text, or an instruction to describe ("describe ...", "caption ...") -> a caption;
+- any other text -> a caption that continues it (the text is the caption prompt).
+
+`n`, `max_tokens` / `max_completion_tokens`, `temperature` (0: greedy, else sampling),
+`top_p`, `seed` and `stop` map onto the decoding options. Refused with a 400 naming the field:
+system or assistant messages and multi-turn history, tools, more than one image, `stream`
+and `logprobs` (not served yet).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from typing import Literal
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..errors import InvalidInputError
+from .openai_front import _item
+from .schemas import ErrorResponse
+
+router = APIRouter()
+ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 404, 408, 413, 415, 422, 500, 503, 504)}
+QUESTION = re.compile(r"^(what|which|who|whose|where|when|why|how|is|are|was|were|does|do|did|can|could|will|"
+                      r"would|should|has|have)\b", re.I)
+DESCRIBE = re.compile(r"^(please\s+)?(describe|caption|write a caption)\b", re.I)
+
+
+class ChatRequest(BaseModel):
+    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [
+        {"model": "blip-toy", "messages": [{"role": "user", "content": [
+            {"type": "text", "text": "what color is the circle?"},
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,..."}}]}]}]})
+    model: str | None = None
+    messages: list[dict] = Field(min_length=1)
+    n: int = Field(1, ge=1, description="captions to return (VQA: 1)")
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, description="0: greedy; above 0: sampling at this temperature")
+    top_p: float | None = Field(None, gt=0, le=1)
+    seed: int | None = Field(None, ge=0)
+    stop: str | list[str] | None = None
+    stream: bool = False
+    logprobs: bool = False
+    timeout_s: float | None = Field(None, ge=0.01, description="deadline in seconds (vlserve's)")
+
+
+class ChatMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class ChatChoice(BaseModel):
+    index: int
+    message: ChatMessage
+    finish_reason: Literal["stop", "length"]
+    logprobs: None = None
+
+
+class ChatUsage(BaseModel):
+    prompt_tokens: int = Field(description="the text's tokens (the image counts none)")
+    completion_tokens: int
+    total_tokens: int
+
+
+class ChatResponse(BaseModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: ChatUsage
+
+
+IGNORED = {"user", "frequency_penalty", "presence_penalty", "response_format", "service_tier", "store", "metadata"}
+
+
+def parse(body: ChatRequest) -> tuple[str, str]:
+    """(image reference, the user's text) of the one user message, or a 400 naming the field."""
+    for name in sorted(set(body.model_extra or {}) - IGNORED):
+        raise InvalidInputError(f"'{name}' is not served by this model's chat front", param=name)
+    if body.stream:
+        raise InvalidInputError("stream is not served yet: send stream false", param="stream")
+    if body.logprobs:
+        raise InvalidInputError("logprobs are not served yet", param="logprobs")
+    if len(body.messages) != 1 or body.messages[0].get("role") != "user":
+        raise InvalidInputError("send one user message with one image: system prompts and multi-turn history "
+                                "are not served", param="messages")
+    content = body.messages[0].get("content")
+    parts = [content] if isinstance(content, str) else content if isinstance(content, list) else None
+    if parts is None:
+        raise InvalidInputError("content is a string or a list of parts", param="messages[0].content")
+    items = [_item(p, f"messages[0].content[{i}]") for i, p in enumerate(parts)]
+    images = [v for k, v in items if k == "image"]
+    if len(images) != 1:
+        raise InvalidInputError(f"the message holds {len(images)} images; send exactly one",
+                                param="messages[0].content")
+    return images[0], " ".join(v.strip() for k, v in items if k == "text").strip()
+
+
+def task_of(text: str) -> str:
+    if text.endswith("?") or QUESTION.match(text):
+        return "vqa"
+    return "caption"
+
+
+def _truncate(text: str, stops: list[str]) -> tuple[str, bool]:
+    cut = min((i for i in (text.find(s) for s in stops if s) if i >= 0), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)
+
+
+async def _chat(request: Request):
+    from ..tasks.caption import caption as caption_task
+    from ..tasks.vqa import vqa as vqa_task
+    from .decoding import decode_images, read_images
+    from .routes import _generation, _read
+
+    gw, body, _ = await _read(request, ChatRequest)
+    image, text = parse(body)
+    task = task_of(text)
+    if task == "vqa" and body.n != 1:
+        raise InvalidInputError("a question gets one answer: n must be 1", param="n")
+    images = await read_images(gw, [image], {}, "messages[0].content.image")
+    stops = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
+    fields = {"max_new_tokens": body.max_completion_tokens or body.max_tokens, "seed": body.seed}
+    if body.temperature is not None:
+        fields |= {"do_sample": body.temperature > 0} | ({"temperature": body.temperature}
+                                                           if body.temperature > 0 else {})
+    if body.top_p is not None:
+        fields |= {"do_sample": True, "top_p": body.top_p}
+    fields = {k: v for k, v in fields.items() if v is not None}
+
+    async def work(served, models):
+        model = served["model"]
+        pixels = await decode_images(gw, model, images)
+        prompt_tokens = sum(await gw.in_thread(model.engine.check_texts, [text], "messages[0].content")) if text \
+            else 0
+        if task == "vqa":
+            params = _generation(gw, model.vqa_defaults, fields)
+            answer = (await vqa_task(models["model"], pixels, [text], params=params))[0]
+            outs, limit = [(answer.text, answer.tokens)], params.max_new_tokens
+        else:
+            prompt = None if not text or DESCRIBE.match(text) else text
+            params = _generation(gw, model.caption_defaults, fields | {"num_return": body.n})
+            caps = (await caption_task(models["model"], pixels, prompt=prompt, params=params))[0]
+            outs, limit = [(c.text, c.tokens) for c in caps], params.max_new_tokens
+        choices = []
+        for i, (content, tokens) in enumerate(outs):
+            content, stopped = _truncate(content, stops)
+            finish = "stop" if stopped or len(tokens) < limit else "length"
+            choices.append(ChatChoice(index=i, message=ChatMessage(content=content), finish_reason=finish))
+        completion = sum(len(t) for _, t in outs)
+        return ChatResponse(id=f"chatcmpl-{uuid.uuid4().hex}", created=int(time.time()), model=model.name,
+                            choices=choices, usage=ChatUsage(prompt_tokens=prompt_tokens, completion_tokens=completion,
+                                                             total_tokens=prompt_tokens + completion))
+
+    return await gw.run(request, "chat", body.timeout_s, work, model=(body.model, task))
+
+
+router.add_api_route("/v1/chat/completions", _chat, methods=["POST"], response_model=ChatResponse, responses=ERRORS,
+                     summary="OpenAI chat completions over one image: questions -> VQA, else a caption",
+                     openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+                         "schema": {"$ref": "#/components/schemas/ChatRequest"}}}}})

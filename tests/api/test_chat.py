@@ -1,0 +1,87 @@
+"""OpenAI chat completions over one image (issue 15), driven by the `openai` SDK: no text or a
+describe instruction -> the caption /v1/caption gives; other text -> a caption continuing it;
+a question -> the answer /v1/vqa gives (generated on BLIP, classified on BEiT-3); decoding
+options, stop, finish_reason, usage; and what is refused, by name."""
+
+import pytest
+
+from tests.api.conftest import b64, png
+from tests.api.test_openai_embeddings import data_uri, sdk
+from tests.api.test_rerank import three  # noqa: F401  (the module fixture: blip, coca, beit3)
+from tests.api.test_rerank import live  # noqa: F401
+
+openai = pytest.importorskip("openai")
+pytestmark = pytest.mark.anyio
+RED = (200, 30, 30)
+
+
+def message(text=None, images=(RED,)):
+    parts = [{"type": "image_url", "image_url": {"url": data_uri(c)}} for c in images]
+    return [{"role": "user", "content": ([{"type": "text", "text": text}] if text is not None else []) + parts}]
+
+
+async def v1(live, path, **body):
+    r = await live.client.post(path, json=body)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+@pytest.mark.parametrize("family", ["blip", "coca", "beit3"])
+@pytest.mark.parametrize("text", [None, "Describe this image."])
+async def test_a_caption_equals_the_caption_route(live, family, text):
+    out = await sdk(live).chat.completions.create(model=family, messages=message(text), max_tokens=6)
+    want = await v1(live, "/v1/caption", model=family, images=[b64(png(RED))], max_new_tokens=6)
+    cap = want["captions"][0][0]
+    assert out.object == "chat.completion" and out.model == family and len(out.choices) == 1
+    assert out.choices[0].message.role == "assistant" and out.choices[0].message.content == cap["text"]
+    assert out.choices[0].finish_reason == ("length" if len(cap["tokens"]) == 6 else "stop")
+    assert out.usage.completion_tokens == len(cap["tokens"])
+    assert out.usage.total_tokens == out.usage.prompt_tokens + out.usage.completion_tokens
+
+
+async def test_other_text_is_the_caption_prompt(live):
+    out = await sdk(live).chat.completions.create(model="blip", messages=message("a picture of"), max_tokens=5)
+    want = await v1(live, "/v1/caption", model="blip", images=[b64(png(RED))], prompt="a picture of",
+                    max_new_tokens=5)
+    assert out.choices[0].message.content == want["captions"][0][0]["text"] and out.usage.prompt_tokens > 0
+
+
+@pytest.mark.parametrize("family", ["blip", "beit3"])
+async def test_a_question_is_answered_as_the_vqa_route_answers(live, family):
+    out = await sdk(live).chat.completions.create(model=family, messages=message("what color is it?"))
+    want = await v1(live, "/v1/vqa", model=family, images=[b64(png(RED))], questions=["what color is it?"])
+    assert out.choices[0].message.content == want["answers"][0]["text"]
+
+
+async def test_sampling_n_seed_and_stop(live):
+    client = sdk(live)
+    kwargs = dict(model="blip", messages=message(), n=3, temperature=0.9, top_p=0.95, seed=5, max_tokens=8)
+    a = await client.chat.completions.create(**kwargs)
+    b = await client.chat.completions.create(**kwargs)
+    want = await v1(live, "/v1/caption", model="blip", images=[b64(png(RED))], num_captions=3, do_sample=True,
+                    temperature=0.9, top_p=0.95, seed=5, max_new_tokens=8)
+    texts = [c.message.content for c in a.choices]
+    assert texts == [c.message.content for c in b.choices] == [c["text"] for c in want["captions"][0]]
+    word = next((w for t in texts for w in t.split()[1:]), None)
+    if word is not None:  # stop cuts the text where the stop string first appears
+        cut = await client.chat.completions.create(**kwargs, stop=[word])
+        for got, full in zip(cut.choices, texts):
+            assert got.message.content == (full[: full.find(word)] if word in full else full)
+            assert got.finish_reason == "stop" if word in full else True
+
+
+@pytest.mark.parametrize("change,param", [
+    ({"messages": [{"role": "system", "content": "be brief"}] + message()}, "messages"),
+    ({"messages": message(images=(RED, RED))}, "messages[0].content"),
+    ({"messages": message(images=())}, "messages[0].content"),
+    ({"stream": True}, "stream"),
+    ({"logprobs": True}, "logprobs"),
+    ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+    ({"messages": message("what is it?"), "n": 2}, "n"),
+    ({"model": "coca", "messages": message("what is it?")}, "model"),
+])
+async def test_refused_by_name(live, change, param):
+    body = {"model": "blip", "messages": message()} | change
+    r = await live.client.post("/v1/chat/completions", json=body)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == param, r.json()
