@@ -1,7 +1,10 @@
 """OpenAI chat completions over one image (issue 15), driven by the `openai` SDK: no text or a
 describe instruction -> the caption /v1/caption gives; other text -> a caption continuing it;
 a question -> the answer /v1/vqa gives (generated on BLIP, classified on BEiT-3); decoding
-options, stop, finish_reason, usage; and what is refused, by name."""
+options, stop, finish_reason, usage; streaming (the same text, token by token, each chunk
+sent before the caption is done); and what is refused, by name."""
+
+import asyncio
 
 import pytest
 
@@ -74,7 +77,6 @@ async def test_sampling_n_seed_and_stop(live):
     ({"messages": [{"role": "system", "content": "be brief"}] + message()}, "messages"),
     ({"messages": message(images=(RED, RED))}, "messages[0].content"),
     ({"messages": message(images=())}, "messages[0].content"),
-    ({"stream": True}, "stream"),
     ({"logprobs": True}, "logprobs"),
     ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
     ({"messages": message("what is it?"), "n": 2}, "n"),
@@ -85,3 +87,60 @@ async def test_refused_by_name(live, change, param):
     r = await live.client.post("/v1/chat/completions", json=body)
     assert r.status_code == 400, r.text
     assert r.json()["error"]["param"] == param, r.json()
+
+
+async def collect(stream) -> tuple[dict, dict, object]:
+    texts, finish, usage = {}, {}, None
+    async for event in stream:
+        usage = event.usage or usage
+        for c in event.choices:
+            texts[c.index] = texts.get(c.index, "") + (c.delta.content or "")
+            if c.finish_reason:
+                finish[c.index] = c.finish_reason
+    return texts, finish, usage
+
+
+@pytest.mark.parametrize("kwargs", [dict(model="blip"), dict(model="beit3", max_tokens=5),
+                                    dict(model="blip", n=2, temperature=0.8, seed=3, max_tokens=7),
+                                    dict(model="blip", messages=message("what color is it?"))])
+async def test_streamed_text_equals_the_whole_answer(live, kwargs):
+    client = sdk(live)
+    kwargs = dict(messages=message()) | kwargs
+    whole = await client.chat.completions.create(**kwargs)
+    texts, finish, usage = await collect(await client.chat.completions.create(
+        **kwargs, stream=True, stream_options={"include_usage": True}))
+    assert texts == {c.index: c.message.content for c in whole.choices}
+    assert finish == {c.index: c.finish_reason for c in whole.choices}
+    assert usage.completion_tokens == whole.usage.completion_tokens
+
+
+async def test_stop_holds_back_a_partial_stop_string_while_streaming():
+    from vlserve.api.chat_stream import TextStream
+
+    words = ["a", " small", " red", " square"]
+    stream = TextStream(1, lambda toks: "".join(words[t] for t in toks), stops=[" red sq"])
+    sent = [stream.add(0, i, i) for i in range(4)]
+    assert sent == ["a", " small", "", ""]  # " red" could begin the stop string; then it does
+    assert stream.finish(0, "a small red square") == ("", True)
+
+
+async def test_each_chunk_leaves_before_the_caption_is_done():
+    from starlette.responses import StreamingResponse
+
+    from vlserve.api.chat_stream import stream_response
+
+    release = asyncio.Event()
+
+    async def run(listener):
+        listener(0, 0, 7)  # as the decode loop does, from its thread
+        await asyncio.wait_for(release.wait(), 5)  # finishes only after the client saw the token
+        return [("x", [7])]
+
+    response: StreamingResponse = stream_response("m", 1, run, decode=lambda toks: "x" * len(toks), stops=[],
+                                                  limit=10, include_usage=False, prompt_tokens=0)
+    events = response.body_iterator
+    assert b'"role": "assistant"' in await anext(events)
+    assert b'"content": "x"' in await anext(events)
+    release.set()
+    rest = [e async for e in events]
+    assert b'"finish_reason": "stop"' in rest[0] and rest[-1] == b"data: [DONE]\n\n"

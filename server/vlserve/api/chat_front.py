@@ -8,8 +8,8 @@ caption and VQA tasks. One user message, one image: its text decides the task.
 
 `n`, `max_tokens` / `max_completion_tokens`, `temperature` (0: greedy, else sampling),
 `top_p`, `seed` and `stop` map onto the decoding options. Refused with a 400 naming the field:
-system or assistant messages and multi-turn history, tools, more than one image, `stream`
-and `logprobs` (not served yet).
+system or assistant messages and multi-turn history, tools, more than one image, and
+`logprobs` (not served yet). `stream: true`: chat_stream.py.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import InvalidInputError
+from .chat_stream import stream_response
 from .openai_front import _item
 from .schemas import ErrorResponse
 
@@ -47,7 +48,9 @@ class ChatRequest(BaseModel):
     top_p: float | None = Field(None, gt=0, le=1)
     seed: int | None = Field(None, ge=0)
     stop: str | list[str] | None = None
-    stream: bool = False
+    stream: bool = Field(False, description="server-sent events: a caption token by token (beams and answers: "
+                         "one chunk)")
+    stream_options: dict | None = Field(None, description="include_usage: a last chunk with the usage")
     logprobs: bool = False
     timeout_s: float | None = Field(None, ge=0.01, description="deadline in seconds (vlserve's)")
 
@@ -86,8 +89,6 @@ def parse(body: ChatRequest) -> tuple[str, str]:
     """(image reference, the user's text) of the one user message, or a 400 naming the field."""
     for name in sorted(set(body.model_extra or {}) - IGNORED):
         raise InvalidInputError(f"'{name}' is not served by this model's chat front", param=name)
-    if body.stream:
-        raise InvalidInputError("stream is not served yet: send stream false", param="stream")
     if body.logprobs:
         raise InvalidInputError("logprobs are not served yet", param="logprobs")
     if len(body.messages) != 1 or body.messages[0].get("role") != "user":
@@ -144,13 +145,25 @@ async def _chat(request: Request):
             else 0
         if task == "vqa":
             params = _generation(gw, model.vqa_defaults, fields)
-            answer = (await vqa_task(models["model"], pixels, [text], params=params))[0]
-            outs, limit = [(answer.text, answer.tokens)], params.max_new_tokens
+
+            async def run(listener=None):
+                answer = (await vqa_task(models["model"], pixels, [text], params=params))[0]
+                return [(answer.text, answer.tokens)]
         else:
             prompt = None if not text or DESCRIBE.match(text) else text
             params = _generation(gw, model.caption_defaults, fields | {"num_return": body.n})
-            caps = (await caption_task(models["model"], pixels, prompt=prompt, params=params))[0]
-            outs, limit = [(c.text, c.tokens) for c in caps], params.max_new_tokens
+
+            async def run(listener=None):
+                caps = await caption_task(models["model"], pixels, prompt=prompt, params=params,
+                                          listener=listener and (lambda image, *token: listener(*token)))
+                return [(c.text, c.tokens) for c in caps[0]]
+        limit = params.max_new_tokens
+        if body.stream:
+            return stream_response(model.name, body.n if task == "caption" else 1, run,
+                                   decode=model.engine.decode_text, stops=stops, limit=limit,
+                                   include_usage=bool((body.stream_options or {}).get("include_usage")),
+                                   prompt_tokens=prompt_tokens)
+        outs = await run()
         choices = []
         for i, (content, tokens) in enumerate(outs):
             content, stopped = _truncate(content, stops)

@@ -8,6 +8,8 @@ one-by-one generation run the same code.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from ...errors import InvalidInputError
@@ -209,6 +211,9 @@ class DecodeLoop:
             parents, keep, active = [], [], []
             for i in range(start, start + n):
                 sample, t = g.active[i - start], token_l[i]
+                if g.listener is not None and t != self.eos:
+                    with contextlib.suppress(Exception):  # a listener never breaks the batch
+                        g.listener(sample, g.generated, t)
                 if t == self.eos or g.generated + 1 >= g.params.max_new_tokens:
                     seq = self.batch.tokens_of(rows[i])[len(g.prompt):]
                     ended = t == self.eos
