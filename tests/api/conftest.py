@@ -12,6 +12,8 @@ import pytest
 from PIL import Image
 
 from tests.helpers.own_blip import make_folder
+from tests.helpers.tiny_beit3 import make_beit3_folder
+from tests.helpers.tiny_coca import make_coca_folder
 from vlserve.api.app import create_app
 from vlserve.settings import Settings
 
@@ -77,4 +79,20 @@ def settings(repo):
 @pytest.fixture
 async def live(settings):
     async with Live(settings) as live:
+        yield live
+
+
+@pytest.fixture(scope="session")
+def three(tmp_path_factory):
+    """One tiny random model of each family (blip, coca, beit3): the protocol fronts' tests."""
+    root = tmp_path_factory.mktemp("three")
+    make_folder(root / "blip")
+    make_coca_folder(root / "coca")
+    make_beit3_folder(root / "beit3")
+    return root
+
+
+@pytest.fixture
+async def live3(three):
+    async with Live(Settings(model_repo=three)) as live:
         yield live

@@ -10,12 +10,15 @@ import pytest
 
 from tests.api.conftest import b64, png
 from tests.api.test_openai_embeddings import data_uri, sdk
-from tests.api.test_rerank import three  # noqa: F401  (the module fixture: blip, coca, beit3)
-from tests.api.test_rerank import live  # noqa: F401
 
 openai = pytest.importorskip("openai")
 pytestmark = pytest.mark.anyio
 RED = (200, 30, 30)
+
+@pytest.fixture
+def live(live3):
+    return live3  # this module's tests run on the three families
+
 
 
 def message(text=None, images=(RED,)):

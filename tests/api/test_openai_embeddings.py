@@ -9,9 +9,6 @@ import httpx
 import pytest
 
 from tests.api.conftest import Live, b64, png
-from tests.helpers.own_blip import make_folder
-from tests.helpers.tiny_beit3 import make_beit3_folder
-from tests.helpers.tiny_coca import make_coca_folder
 from vlserve.settings import Settings
 
 openai = pytest.importorskip("openai")
@@ -19,20 +16,12 @@ pytestmark = pytest.mark.anyio
 FAMILIES = ("blip", "coca", "beit3")
 TEXTS = ["a red square", "two blue circles"]
 
-
-@pytest.fixture(scope="module")
-def three(tmp_path_factory):
-    root = tmp_path_factory.mktemp("three")
-    make_folder(root / "blip")
-    make_coca_folder(root / "coca")
-    make_beit3_folder(root / "beit3")
-    return root
-
-
 @pytest.fixture
-async def live(three):
-    async with Live(Settings(model_repo=three)) as live:
-        yield live
+def live(live3):
+    return live3  # this module's tests run on the three families
+
+
+
 
 
 def sdk(live) -> "openai.AsyncOpenAI":

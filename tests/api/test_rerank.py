@@ -7,29 +7,18 @@ import pytest
 
 from tests.api.conftest import Live, b64, png
 from tests.api.test_openai_embeddings import data_uri
-from tests.helpers.own_blip import make_folder
-from tests.helpers.tiny_beit3 import make_beit3_folder
-from tests.helpers.tiny_coca import make_coca_folder
 from vlserve.settings import Settings
 
 pytestmark = pytest.mark.anyio
 COLORS = [(200, 30, 30), (30, 200, 30), (30, 30, 200)]
 TEXTS = ["a red square", "a green circle", "two blue things"]
 
-
-@pytest.fixture(scope="module")
-def three(tmp_path_factory):
-    root = tmp_path_factory.mktemp("rerank")
-    make_folder(root / "blip")
-    make_coca_folder(root / "coca")
-    make_beit3_folder(root / "beit3")
-    return root
-
-
 @pytest.fixture
-async def live(three):
-    async with Live(Settings(model_repo=three)) as live:
-        yield live
+def live(live3):
+    return live3  # this module's tests run on the three families
+
+
+
 
 
 async def rank_v1(live, **body):

@@ -19,6 +19,7 @@ from .middleware import RequestGuard
 from .openai_front import OpenAIEmbeddingsRequest, openai_models
 from .chat_front import ChatRequest
 from .chat_front import router as chat_router
+from .kserve_front import router as kserve_router
 from .rerank_front import RerankRequest
 from .rerank_front import router as rerank_router
 from .routes import router
@@ -57,6 +58,7 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
     app.include_router(router)
     app.include_router(rerank_router)
     app.include_router(chat_router)
+    app.include_router(kserve_router)
 
     started = int(time.time())
 

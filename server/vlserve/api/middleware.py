@@ -74,7 +74,7 @@ class RequestGuard:
             return await self.app(scope, receive, send)
         gw, path = self.gateway, scope["path"]
         counted = path not in PROBES and path != "/metrics"
-        task = TASKS.get(path, "other")
+        task = TASKS.get(path) or ("infer" if path.startswith("/v2/") and path.endswith("/infer") else "other")
         info = scope["vlserve"] = {"model": "", "outcome": None}
         body = _Body(receive, gw.settings.max_body_bytes, gw.settings.body_timeout_s)
         status: list[int] = []
