@@ -3,6 +3,8 @@ image query over text documents, relevance = ITM where the (re-ranking) model ha
 otherwise, equal to /v1/retrieval/rank's scores; top_n, return_documents, vLLM's content form,
 and what is refused."""
 
+import asyncio
+
 import pytest
 
 from tests.api.conftest import Live, b64, png
@@ -92,3 +94,22 @@ async def test_the_fronts_take_the_api_key_and_count_as_their_tasks(three):
             line = next(x for x in metrics.splitlines() if x.startswith("vlserve_requests_total")
                         and f'task="{task}"' in x and 'outcome="succeeded"' in x)
             assert float(line.rsplit(" ", 1)[1]) >= 1, line
+
+
+async def test_concurrent_requests_through_every_front_share_batches(three):
+    from tests.api.test_batching import metric
+
+    async with Live(Settings(model_repo=three, max_queue_delay_ms=100)) as live:
+        image = data_uri(COLORS[0])
+        part = {"type": "image_url", "image_url": {"url": image}}
+        calls = [("/v1/embeddings", {"model": "blip", "images": [b64(png(COLORS[1]))]}),
+                 ("/v1/embeddings", {"model": "blip", "input": [{"image": image}]}),
+                 ("/v1/rerank", {"model": "blip", "query": "a", "documents": [{"image": data_uri(COLORS[2])}]}),
+                 ("/v1/chat/completions", {"model": "blip", "max_tokens": 3,
+                                           "messages": [{"role": "user", "content": [part]}]})]
+        out = await asyncio.gather(*(live.client.post(path, json=body) for path, body in calls))
+        assert [r.status_code for r in out] == [200] * 4, [r.text for r in out]
+        text = (await live.client.get("/metrics")).text
+        batches = metric(text, "vlserve_batch_size_count", model="blip", graph="vision")
+        examples = metric(text, "vlserve_batch_size_sum", model="blip", graph="vision")
+        assert examples == 4 and batches < 4  # the four fronts' images went through shared vision batches
