@@ -62,3 +62,15 @@ def test_tritonclient_over_the_network(server):
     assert scores.shape == (1, 2) and ((0 <= scores) & (scores <= 1)).all()
     with pytest.raises(http.InferenceServerException, match="unknown model"):
         client.get_model_metadata("nope")
+
+
+def test_langchain_openai_embeddings_against_vlserve(server):
+    lc = pytest.importorskip("langchain_openai")
+    # tiktoken's length check would download its encoding: vlserve counts tokens itself
+    emb = lc.OpenAIEmbeddings(model="toy", base_url=server.url + "/v1", api_key="unused",
+                              check_embedding_ctx_length=False, max_retries=0)
+    docs = emb.embed_documents(["a red square", "two blue circles"])
+    query = emb.embed_query("a red square")
+    want = httpx.post(server.url + "/v1/embeddings", json={"texts": ["a red square", "two blue circles"]},
+                      timeout=60).json()["text_embeddings"]
+    assert np.allclose(docs, want, atol=1e-6) and np.allclose(query, want[0], atol=1e-6)
