@@ -80,7 +80,9 @@ async def test_sampling_n_seed_and_stop(live):
     ({"messages": [{"role": "system", "content": "be brief"}] + message()}, "messages"),
     ({"messages": message(images=(RED, RED))}, "messages[0].content"),
     ({"messages": message(images=())}, "messages[0].content"),
-    ({"logprobs": True}, "logprobs"),
+    ({"logprobs": True, "stream": True}, "logprobs"),
+    ({"logprobs": True, "messages": message("what is it?")}, "logprobs"),
+    ({"logprobs": True, "top_logprobs": 2}, "top_logprobs"),
     ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
     ({"messages": message("what is it?"), "n": 2}, "n"),
     ({"model": "coca", "messages": message("what is it?")}, "model"),
@@ -135,7 +137,7 @@ async def test_each_chunk_leaves_before_the_caption_is_done():
     release = asyncio.Event()
 
     async def run(listener):
-        listener(0, 0, 7)  # as the decode loop does, from its thread
+        listener(0, 0, 7, -0.5)  # as the decode loop does, from its thread
         await asyncio.wait_for(release.wait(), 5)  # finishes only after the client saw the token
         return [("x", [7])]
 
@@ -147,3 +149,16 @@ async def test_each_chunk_leaves_before_the_caption_is_done():
     release.set()
     rest = [e async for e in events]
     assert b'"finish_reason": "stop"' in rest[0] and rest[-1] == b"data: [DONE]\n\n"
+
+
+@pytest.mark.parametrize("family", ["blip", "coca", "beit3"])
+async def test_logprobs_of_a_caption_sum_to_the_captions_logprob(live, family):
+    out = await sdk(live).chat.completions.create(model=family, messages=message(), max_tokens=3, logprobs=True,
+                                                  top_logprobs=0)
+    want = (await v1(live, "/v1/caption", model=family, images=[b64(png(RED))], max_new_tokens=3))["captions"][0][0]
+    entries = out.choices[0].logprobs.content
+    assert len(entries) == len(want["tokens"]) and all(e.logprob <= 0 and e.top_logprobs == [] for e in entries)
+    if out.choices[0].finish_reason == "length":  # no end-of-text token in the caption's log-prob
+        assert sum(e.logprob for e in entries) == pytest.approx(want["logprob"], abs=1e-4)
+    else:
+        assert sum(e.logprob for e in entries) >= want["logprob"] - 1e-4

@@ -8,8 +8,8 @@ caption and VQA tasks. One user message, one image: its text decides the task.
 
 `n`, `max_tokens` / `max_completion_tokens`, `temperature` (0: greedy, else sampling),
 `top_p`, `seed` and `stop` map onto the decoding options. Refused with a 400 naming the field:
-system or assistant messages and multi-turn history, tools, more than one image, and
-`logprobs` (not served yet). `stream: true`: chat_stream.py.
+system or assistant messages and multi-turn history, tools, more than one image, logprobs of
+answers, beam captions or streams, top_logprobs. `stream: true`: chat_stream.py.
 """
 
 from __future__ import annotations
@@ -51,7 +51,9 @@ class ChatRequest(BaseModel):
     stream: bool = Field(False, description="server-sent events: a caption token by token (beams and answers: "
                          "one chunk)")
     stream_options: dict | None = Field(None, description="include_usage: a last chunk with the usage")
-    logprobs: bool = False
+    logprobs: bool = Field(False, description="each caption token's model log-probability (greedy or sampled "
+                           "captions, not streamed)")
+    top_logprobs: int | None = Field(None, ge=0, description="0 only: alternatives are not served")
     timeout_s: float | None = Field(None, ge=0.01, description="deadline in seconds (vlserve's)")
 
 
@@ -64,7 +66,7 @@ class ChatChoice(BaseModel):
     index: int
     message: ChatMessage
     finish_reason: Literal["stop", "length"]
-    logprobs: None = None
+    logprobs: dict | None = Field(None, description="with logprobs: {content: [{token, logprob, bytes, top_logprobs}]}")
 
 
 class ChatUsage(BaseModel):
@@ -89,8 +91,10 @@ def parse(body: ChatRequest) -> tuple[str, str]:
     """(image reference, the user's text) of the one user message, or a 400 naming the field."""
     for name in sorted(set(body.model_extra or {}) - IGNORED):
         raise InvalidInputError(f"'{name}' is not served by this model's chat front", param=name)
-    if body.logprobs:
-        raise InvalidInputError("logprobs are not served yet", param="logprobs")
+    if body.logprobs and body.stream:
+        raise InvalidInputError("logprobs are not served with stream", param="logprobs")
+    if body.top_logprobs:
+        raise InvalidInputError("top_logprobs above 0 are not served", param="top_logprobs")
     if len(body.messages) != 1 or body.messages[0].get("role") != "user":
         raise InvalidInputError("send one user message with one image: system prompts and multi-turn history "
                                 "are not served", param="messages")
@@ -117,6 +121,18 @@ def _truncate(text: str, stops: list[str]) -> tuple[str, bool]:
     return (text[:cut], True) if cut >= 0 else (text, False)
 
 
+def _logprobs(decode, tokens: list[int], seen: list) -> dict:
+    """OpenAI's logprobs content from the listener's (token, log-prob so far) per position."""
+    out, before = [], 0.0
+    for token, entry in zip(tokens, seen):
+        if entry is None or entry[0] != token:
+            raise RuntimeError("the decode loop's tokens and the caption disagree")
+        piece = decode([token])
+        out.append({"token": piece, "logprob": entry[1] - before, "bytes": list(piece.encode()), "top_logprobs": []})
+        before = entry[1]
+    return {"content": out}
+
+
 async def _chat(request: Request):
     from ..tasks.caption import caption as caption_task
     from ..tasks.vqa import vqa as vqa_task
@@ -128,6 +144,8 @@ async def _chat(request: Request):
     task = task_of(text)
     if task == "vqa" and body.n != 1:
         raise InvalidInputError("a question gets one answer: n must be 1", param="n")
+    if task == "vqa" and body.logprobs:
+        raise InvalidInputError("logprobs are served for captions, not answers", param="logprobs")
     images = await read_images(gw, [image], {}, "messages[0].content.image")
     stops = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
     fields = {"max_new_tokens": body.max_completion_tokens or body.max_tokens, "seed": body.seed}
@@ -152,6 +170,9 @@ async def _chat(request: Request):
         else:
             prompt = None if not text or DESCRIBE.match(text) else text
             params = _generation(gw, model.caption_defaults, fields | {"num_return": body.n})
+            if body.logprobs and params.num_beams > 1:
+                raise InvalidInputError(f"model '{model.name}' captions with beam search, which has no per-token "
+                                        "log-probabilities here", param="logprobs")
 
             async def run(listener=None):
                 caps = await caption_task(models["model"], pixels, prompt=prompt, params=params,
@@ -163,12 +184,17 @@ async def _chat(request: Request):
                                    decode=model.engine.decode_text, stops=stops, limit=limit,
                                    include_usage=bool((body.stream_options or {}).get("include_usage")),
                                    prompt_tokens=prompt_tokens)
-        outs = await run()
+        seen: dict = {}  # (sample, position) -> (token, log-prob so far), from the decode loop's thread
+        outs = await run((lambda sample, pos, token, lp: seen.__setitem__((sample, pos), (token, lp)))
+                         if body.logprobs else None)
         choices = []
         for i, (content, tokens) in enumerate(outs):
             content, stopped = _truncate(content, stops)
             finish = "stop" if stopped or len(tokens) < limit else "length"
-            choices.append(ChatChoice(index=i, message=ChatMessage(content=content), finish_reason=finish))
+            logprobs = _logprobs(model.engine.decode_text, tokens, [seen.get((i, j)) for j in range(len(tokens))]) \
+                if body.logprobs else None
+            choices.append(ChatChoice(index=i, message=ChatMessage(content=content), finish_reason=finish,
+                                      logprobs=logprobs))
         completion = sum(len(t) for _, t in outs)
         return ChatResponse(id=f"chatcmpl-{uuid.uuid4().hex}", created=int(time.time()), model=model.name,
                             choices=choices, usage=ChatUsage(prompt_tokens=prompt_tokens, completion_tokens=completion,

@@ -66,8 +66,8 @@ def sse(payload) -> bytes:
 
 def stream_response(model_name: str, n: int, run, *, decode, stops: list[str], limit: int,
                     include_usage: bool, prompt_tokens: int) -> StreamingResponse:
-    """`run(listener)` -> awaitable of [(text, tokens)] per choice; listener(sample, position,
-    token) may be None for work that cannot stream (answers)."""
+    """`run(listener)` -> awaitable of [(text, tokens)] per choice; work that cannot stream
+    (answers) ignores the listener (sample, position, token, log-prob so far)."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue = asyncio.Queue()
     texts = TextStream(n, decode, stops)
@@ -77,7 +77,7 @@ def stream_response(model_name: str, n: int, run, *, decode, stops: list[str], l
     def chunk(index, delta, finish=None):
         return sse(base | {"choices": [{"index": index, "delta": delta, "finish_reason": finish, "logprobs": None}]})
 
-    def listener(sample, position, token):  # the decode loop's thread
+    def listener(sample, position, token, logprob):  # the decode loop's thread
         loop.call_soon_threadsafe(queue.put_nowait, (sample, position, token))
 
     async def events():

@@ -27,8 +27,8 @@ def per_image(value, n: int, param: str) -> list:
 async def sample_captions(model: TaskModel, states, prompts: list[list[int]], params: GenerationParams,
                           listener=None):
     """The captioner's hypotheses for already-encoded images, one list per image. `listener`
-    (greedy and sampling): called (image, sample, position, token) as each token is chosen,
-    on the decode loop's thread."""
+    (greedy and sampling): called (image, sample, position, token, the sample's model log-prob
+    so far) as each token is chosen, on the decode loop's thread."""
     engine = model.engine
     graph = engine.caption_decoder
     groups = make_groups(graph, engine.caption_sources(states), prompts, [params] * len(prompts))

@@ -42,8 +42,8 @@ class Group:
     ticket: object = None  # the scheduler's handle (a future); unused by the engine
     error: BaseException | None = None  # set when the group failed; its rows are gone
     restarts: int = 0  # times it was re-run from its prompt after a failed step
-    listener: object = None  # sampled groups: called (sample, position, token) per chosen token, on the
-    #                          loop's thread (streaming); a re-run repeats positions, with the same tokens if seeded
+    listener: object = None  # sampled groups: called (sample, position, token, log-prob so far) per chosen
+    #                          token, on the loop's thread; a re-run repeats positions (same tokens if seeded)
 
     def __post_init__(self):  # subclasses set up their own state
         pass

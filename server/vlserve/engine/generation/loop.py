@@ -213,7 +213,7 @@ class DecodeLoop:
                 sample, t = g.active[i - start], token_l[i]
                 if g.listener is not None and t != self.eos:
                     with contextlib.suppress(Exception):  # a listener never breaks the batch
-                        g.listener(sample, g.generated, t)
+                        g.listener(sample, g.generated, t, lp_l[i])
                 if t == self.eos or g.generated + 1 >= g.params.max_new_tokens:
                     seq = self.batch.tokens_of(rows[i])[len(g.prompt):]
                     ended = t == self.eos
