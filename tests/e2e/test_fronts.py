@@ -1,5 +1,6 @@
 """The protocol fronts (issue 15) over the network, with their real clients against the
-subprocess server: the openai SDK (embeddings, models, chat with and without streaming) and
+subprocess server: the openai SDK (embeddings, models, chat with and without streaming), rerank
+with httpx, LangChain's OpenAIEmbeddings and
 tritonclient's InferenceServerClient (health, metadata, infer); answers equal the v1 routes'."""
 
 import base64
@@ -74,3 +75,13 @@ def test_langchain_openai_embeddings_against_vlserve(server):
     want = httpx.post(server.url + "/v1/embeddings", json={"texts": ["a red square", "two blue circles"]},
                       timeout=60).json()["text_embeddings"]
     assert np.allclose(docs, want, atol=1e-6) and np.allclose(query, want[0], atol=1e-6)
+
+
+def test_rerank_over_the_network(server):
+    images = [base64.b64encode(png(c)).decode() for c in ((200, 30, 30), (30, 30, 200))]
+    out = httpx.post(server.url + "/v1/rerank", timeout=60, json={
+        "query": "a blue square", "documents": [{"image": "data:image/png;base64," + i} for i in images]}).json()
+    want = httpx.post(server.url + "/v1/retrieval/rank", timeout=60, json={
+        "query_text": "a blue square", "candidate_images": images}).json()["results"]
+    assert [(r["index"], round(r["relevance_score"], 6)) for r in out["results"]] == \
+        [(r["index"], round(r["itm"], 6)) for r in want]

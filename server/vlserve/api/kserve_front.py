@@ -81,7 +81,8 @@ async def metadata(request: Request, name: str, version: str | None = None):
                       for n, d, s in SIGNATURES[t][kind == "outputs"]} for kind in ("inputs", "outputs")}
     return {"name": served.name, "versions": ["1"], "platform": f"vlserve_{served.describe().get('family')}",
             "inputs": list(tensors["inputs"].values()), "outputs": list(tensors["outputs"].values()),
-            "parameters": {"tasks": tasks}}
+            "parameters": {"tasks": {t: {kind: [n for n, _, _ in SIGNATURES[t][kind == "outputs"]]
+                                         for kind in ("inputs", "outputs")} for t in tasks}}}
 
 
 async def model_ready(request: Request, name: str, version: str | None = None):
