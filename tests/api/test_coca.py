@@ -9,30 +9,24 @@ import json
 import pytest
 import torch
 
-from tests.api.conftest import Live, b64, png
-from tests.helpers.own_blip import make_folder
+from tests.api.conftest import b64, png
 from tests.helpers.tiny_coca import TINY, make_coca_folder
 from vlserve.errors import CheckpointError
 from vlserve.families.coca import config as coca_config
 from vlserve.families.coca.engine import CocaEngine
 from vlserve.families.coca.tokenizer import ClipTokenizer
-from vlserve.settings import Settings
 
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture(scope="module")
-def mixed_repo(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mixed")
-    make_coca_folder(root / "coca")
-    make_folder(root / "blip")
-    return root
+@pytest.fixture
+def mixed_repo(three):
+    return three  # blip, coca and beit3 (tests/api/conftest.py)
 
 
 @pytest.fixture
-async def mixed(mixed_repo):
-    async with Live(Settings(model_repo=mixed_repo)) as live:
-        yield live
+def mixed(live3):
+    return live3
 
 
 def images(n):
