@@ -22,13 +22,24 @@ import struct
 import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
 
 from .. import __version__
 from ..engine.generation.params import GenerationOptions
 from ..errors import InvalidInputError, ModelNotFoundError, VlserveError
 from .errors import status_of
+from .schemas import ErrorResponse
 
 router = APIRouter(prefix="/v2")
+
+
+class V2Error(BaseModel):
+    error: str
+
+
+# the protocol's errors; those the middleware answers before a route runs keep vlserve's shape
+ERRORS = {code: {"model": V2Error} for code in (400, 404, 415, 500, 503, 504)} | \
+    {code: {"model": ErrorResponse} for code in (401, 408, 413)}
 HEADER = "inference-header-content-length"
 SIGNATURES = {  # task -> (inputs, outputs), each (name, datatype, shape)
     "caption": ([("IMAGE", "BYTES", [-1])], [("CAPTION", "BYTES", [-1]), ("LOGPROB", "FP32", [-1])]),
@@ -55,17 +66,17 @@ def _served(request: Request, name: str):
     return models[name]
 
 
-@router.get("", summary="Open Inference Protocol: server metadata")
+@router.get("", summary="Open Inference Protocol: server metadata", responses=ERRORS)
 async def server_metadata():
     return {"name": "vlserve", "version": __version__, "extensions": ["binary_tensor_data"]}
 
 
-@router.get("/health/live")
+@router.get("/health/live", responses=ERRORS)
 async def live():
     return {"live": True}
 
 
-@router.get("/health/ready")
+@router.get("/health/ready", responses=ERRORS)
 async def ready(request: Request):
     ok = request.app.state.gateway.ready
     return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
@@ -193,6 +204,9 @@ async def _infer(request: Request, name: str):
 
 
 for path in ("/models/{name}", "/models/{name}/versions/{version}"):
-    router.add_api_route(path, metadata, methods=["GET"], summary="Open Inference Protocol: model metadata")
-    router.add_api_route(path + "/ready", model_ready, methods=["GET"], summary="Open Inference Protocol: model ready")
-    router.add_api_route(path + "/infer", infer, methods=["POST"], summary="Open Inference Protocol: infer")
+    router.add_api_route(path, metadata, methods=["GET"], responses=ERRORS,
+                         summary="Open Inference Protocol: model metadata")
+    router.add_api_route(path + "/ready", model_ready, methods=["GET"], responses=ERRORS,
+                         summary="Open Inference Protocol: model ready (400 while it is not)")
+    router.add_api_route(path + "/infer", infer, methods=["POST"], responses=ERRORS,
+                         summary="Open Inference Protocol: infer")
