@@ -11,7 +11,7 @@ import typing
 from pathlib import Path
 
 from .engine.generation.params import GenerationOptions
-from .errors import VlserveError
+from .errors import InvalidInputError, VlserveError
 
 
 def _model(args):
@@ -68,7 +68,10 @@ def _serve(args):
     overrides = {k: v for k, v in (("model_repo", args.model_repo), ("host", args.host), ("port", args.port),
                                     ("strict_readiness", args.strict_readiness), ("device", args.device),
                                     ("log_level", args.log_level)) if v is not None}
-    serve(Settings(**overrides))
+    settings = Settings(**overrides)
+    if not Path(settings.model_repo).is_dir():  # else it would run, unready, forever
+        raise InvalidInputError(f"model repository {settings.model_repo} is not a folder", param="--model-repo")
+    serve(settings)
     return None
 
 

@@ -32,6 +32,7 @@ IMAGE_KEYS = ("image", "url")  # an image reference inside an item (OpenAI-style
 IMAGE_TYPES = ("image/jpeg", "image/jpg", "image/png", "image/webp", "image/gif", "image/bmp", "image/tiff")
 MAX_DEPTH = 6  # values nest: capfilt texts[i][j] three deep; OpenAI messages[i].content[j].image_url.url six
 INTEGER = re.compile(r"[+-]?\d{1,20}")
+MAX_LISTED = 5  # schema problems named in one error message
 
 UPLOAD = "upload://"  # how a multipart file stands in an image field until it is read
 
@@ -93,10 +94,12 @@ def _validate(schema: type[M], data: dict, settings: Settings) -> M:
     check_strings(data, settings, limits=False)
     try:
         body = schema.model_validate(data, strict=True)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        param = ".".join(str(p) for p in first["loc"]) or None
-        raise SchemaError(f"{param or 'body'}: {first['msg']}", param=param) from None
+    except ValidationError as exc:  # every problem named (a typo's field and the field it missed)
+        problems = [(".".join(str(p) for p in e["loc"]) or "body", e["msg"]) for e in exc.errors()]
+        listed = "; ".join(f"{where}: {msg}" for where, msg in problems[:MAX_LISTED])
+        more = f"; and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
+        param = problems[0][0] if problems[0][0] != "body" else None
+        raise SchemaError(listed + more, param=param) from None
     check_strings(data, settings)
     return body
 
@@ -194,10 +197,19 @@ async def image_bytes(ref: str, settings: Settings, param: str, uploads: dict[st
 
 
 def _b64(text: str, param: str) -> bytes:
+    """Standard or URL-safe base64, padding optional."""
+    data = "".join(text.split())
+    if "-" in data or "_" in data:
+        data = data.replace("-", "+").replace("_", "/")
     try:
-        return base64.b64decode("".join(text.split()), validate=True)
+        return base64.b64decode(data + "=" * (-len(data) % 4), validate=True)
     except (binascii.Error, ValueError):
-        raise InvalidInputError("invalid base64 image data", param=param) from None
+        hint = " (a file path? send files as multipart: curl -F images=@cat.png)" if _looks_like_path(text) else ""
+        raise InvalidInputError(f"invalid base64 image data{hint}", param=param) from None
+
+
+def _looks_like_path(text: str) -> bool:
+    return len(text) < 4096 and ("/" in text or "\\" in text or "." in text[-6:]) and not text.startswith("data:")
 
 
 async def images_of(refs: list[str], settings: Settings, uploads: dict[str, bytes], param: str = "images"):

@@ -39,9 +39,11 @@ def open_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, param: str 
         img = Image.open(io.BytesIO(data), formats=FORMATS)
     except Image.DecompressionBombError as exc:
         raise ImageTooLargeError(str(exc), param=param) from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise InvalidImageError(f"cannot identify image (accepted formats: {', '.join(FORMATS)}): {exc}",
+    except UnidentifiedImageError:  # its text names a BytesIO object: of no use to a client
+        raise InvalidImageError(f"not an image (or an unsupported format); accepted formats: {', '.join(FORMATS)}",
                                 param=param) from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise InvalidImageError(f"the image could not be read (damaged or truncated?): {exc}", param=param) from None
     w, h = img.size
     if w <= 0 or h <= 0:
         raise InvalidImageError(f"image has no pixels ({w}x{h})", param=param)

@@ -1,0 +1,56 @@
+"""What a new user met in the first hour (issue 16, first part): clear errors for a non-image,
+a file path sent as base64, URL-safe base64 accepted, every schema problem named at once, and
+`vlserve serve` refusing a model repository that does not exist."""
+
+import base64
+import subprocess
+import sys
+
+import pytest
+
+from tests.api.conftest import png
+
+pytestmark = pytest.mark.anyio
+
+
+async def post(live, path, body):
+    r = await live.client.post(path, json=body)
+    return r.status_code, r.json().get("error", {})
+
+
+async def test_a_non_image_says_so_without_python_internals(live):
+    r = await live.client.post("/v1/embeddings", files={"images": ("notes.txt", b"hello, I am text")},
+                               data={"model": "toy"})
+    err = r.json()["error"]
+    assert r.status_code == 415 and err["message"].startswith("not an image (or an unsupported format)")
+    assert "BytesIO" not in err["message"] and err["param"] == "images[0]"
+
+
+async def test_url_safe_base64_without_padding_is_an_image(live):
+    data = png((250, 250, 250), (37, 41))
+    urlsafe = base64.urlsafe_b64encode(data).decode().rstrip("=")
+    assert "-" in urlsafe or "_" in urlsafe or len(data) % 3  # exercises one of the two differences
+    code, _ = await post(live, "/v1/embeddings", {"model": "toy", "images": [urlsafe]})
+    want = (await live.client.post("/v1/embeddings", json={"model": "toy", "images": [
+        base64.b64encode(data).decode()]})).json()
+    got = (await live.client.post("/v1/embeddings", json={"model": "toy", "images": [urlsafe]})).json()
+    assert code == 200 and got["image_embeddings"] == want["image_embeddings"]
+
+
+async def test_a_file_path_sent_as_base64_hints_at_multipart(live):
+    code, err = await post(live, "/v1/caption", {"model": "toy", "images": ["photos/cat.png"]})
+    assert code == 400 and "multipart" in err["message"] and err["param"] == "images[0]"
+
+
+async def test_every_schema_problem_is_named(live):
+    code, err = await post(live, "/v1/caption", {"model": "toy", "image": "x", "num_beam": 3})
+    assert code == 422
+    for field in ("images", "image", "num_beam"):
+        assert field in err["message"], err
+    assert err["param"] == "images"
+
+
+def test_serve_refuses_a_missing_model_repository(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "vlserve.cli", "serve", "--model-repo", str(tmp_path / "nope")],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "is not a folder" in out.stderr and "nope" in out.stderr
