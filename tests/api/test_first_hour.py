@@ -54,3 +54,31 @@ def test_serve_refuses_a_missing_model_repository(tmp_path):
     out = subprocess.run([sys.executable, "-m", "vlserve.cli", "serve", "--model-repo", str(tmp_path / "nope")],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "is not a folder" in out.stderr and "nope" in out.stderr
+
+
+async def test_too_many_images_is_the_same_413_by_multipart_and_json(live, settings):
+    limit, img = settings.max_images, png()
+    for n in (limit + 1, limit + 6):
+        r = await live.client.post("/v1/embeddings", files=[("images", ("a.png", img))] * n, data={"model": "toy"})
+        j = await live.client.post("/v1/embeddings", json={"model": "toy", "images": [base64.b64encode(img).decode()] * n})
+        for answer in (r, j):
+            err = answer.json()["error"]
+            assert answer.status_code == 413 and err["param"] == "images" and f"the limit is {limit}" in err["message"]
+
+
+def test_skipped_and_failed_folders_are_logged(tmp_path, caplog):
+    from vlserve.metrics import Metrics
+    from vlserve.repository.repository import ModelRepository
+    from vlserve.settings import Settings
+
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "typo").mkdir()
+    (tmp_path / "typo" / "config.json").write_text("{}")
+    (tmp_path / "typo" / "model.toml").write_text('famly = "blip"\\n')
+    with caplog.at_level("WARNING", logger="vlserve"):
+        repo = ModelRepository(Settings(model_repo=tmp_path), Metrics())
+        repo.load_all()
+        repo.stop()
+    states = {m.name: m.state for m in repo.models.values()}
+    logged = caplog.text
+    assert set(states) == {"empty", "typo"} and "empty" in logged and "typo" in logged, (states, logged)

@@ -18,6 +18,7 @@ import typing
 from typing import Callable, TypeVar
 
 from fastapi import Request
+from starlette.exceptions import HTTPException
 from pydantic import BaseModel, ValidationError
 
 from ..errors import InvalidInputError, PayloadTooLargeError, UnsupportedMediaError
@@ -163,7 +164,16 @@ def _plain(text: str) -> str:
 
 async def _read_form(request: Request, settings: Settings, uploads: dict) -> list[tuple[str, str]]:
     """Files become image bytes (their stand-ins in the field list); other fields stay text."""
-    form = await request.form(max_files=settings.max_images + 1, max_fields=settings.max_texts * 4 + 64)
+    try:
+        form = await request.form(max_files=settings.max_images + 1, max_fields=settings.max_texts * 4 + 64)
+    except HTTPException as exc:  # starlette's parser refusal, as the same 413 a JSON body gets
+        if "Too many files" in str(exc.detail):
+            raise PayloadTooLargeError(f"more than {settings.max_images} images; the limit is {settings.max_images}",
+                                       param="images") from None
+        if "Too many fields" in str(exc.detail):
+            raise PayloadTooLargeError(f"too many form fields; the limit is {settings.max_texts} texts",
+                                       param="texts") from None
+        raise InvalidInputError(f"malformed multipart body: {exc.detail}") from None
     fields = []
     for key, value in form.multi_items():
         if hasattr(value, "read"):  # an uploaded file

@@ -62,13 +62,15 @@ class ModelRepository:
     def _spec(self, folder: Path, name: str, why: str | None) -> ServedModel:
         spec = ModelSpec.model_construct(name=name, folder=folder, warnings=[])
         if why is not None:
+            log.warning("skipping %s: %s", folder, why)
             return ServedModel(spec, state="skipped", error=why)
         try:
             spec = ModelSpec.from_folder(folder, name)
         except UnclaimedFolder as exc:
             log.warning("skipping %s: %s", folder, exc)
             return ServedModel(spec, state="skipped", error=relative_paths(str(exc), self.root))
-        except CheckpointError as exc:
+        except CheckpointError as exc:  # e.g. a model.toml typo: shown in /v1/models and logged
+            log.error("cannot serve %s: %s", folder, exc)
             return ServedModel(spec, state="failed", error=relative_paths(str(exc), self.root))
         for warning in spec.warnings:
             log.warning("%s: %s", name, warning)
