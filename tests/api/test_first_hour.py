@@ -60,7 +60,8 @@ async def test_too_many_images_is_the_same_413_by_multipart_and_json(live, setti
     limit, img = settings.max_images, png()
     for n in (limit + 1, limit + 6):
         r = await live.client.post("/v1/embeddings", files=[("images", ("a.png", img))] * n, data={"model": "toy"})
-        j = await live.client.post("/v1/embeddings", json={"model": "toy", "images": [base64.b64encode(img).decode()] * n})
+        encoded = [base64.b64encode(img).decode()] * n
+        j = await live.client.post("/v1/embeddings", json={"model": "toy", "images": encoded})
         for answer in (r, j):
             err = answer.json()["error"]
             assert answer.status_code == 413 and err["param"] == "images" and f"the limit is {limit}" in err["message"]
