@@ -39,7 +39,8 @@ class DrainingServer(uvicorn.Server):
 
 
 def serve(settings: Settings) -> None:
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s")
     app = create_app(settings)
     protocol = LimitedH11Protocol.with_limits(settings.header_timeout_s, settings.max_connections)
     # after the drain answered every request, uvicorn only has to close connections

@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     url_max_bytes: int = 16 * MiB
     url_timeout_s: float = 10.0
 
+    # browsers on other origins (off unless listed; preflights need no API key)
+    cors_origins: str = Field("", description="comma-separated origins allowed by CORS, or *")
+
     # connections
     header_timeout_s: float = Field(10.0, gt=0, description="time a client has to send a request's headers")
     body_timeout_s: float = Field(60.0, gt=0, description="time a client has to send a request's whole body")
@@ -95,6 +98,10 @@ class Settings(BaseSettings):
             raise ValueError(f"max_decode_pixels ({self.max_decode_pixels}) must be at least max_pixels "
                              f"({self.max_pixels}), or the largest allowed image could never be decoded")
         return self
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
 
     @property
     def allowed_hosts(self) -> set[str]:

@@ -83,3 +83,52 @@ def test_skipped_and_failed_folders_are_logged(tmp_path, caplog):
     states = {m.name: m.state for m in repo.models.values()}
     logged = caplog.text
     assert set(states) == {"empty", "typo"} and "empty" in logged and "typo" in logged, (states, logged)
+
+
+async def test_request_ids_are_echoed_made_and_logged(live, caplog):
+    r = await live.client.get("/v1/models", headers={"X-Request-ID": "abc-123"})
+    assert r.headers["x-request-id"] == "abc-123"
+    made = (await live.client.get("/v1/models")).headers["x-request-id"]
+    bad = (await live.client.get("/v1/models", headers={"X-Request-ID": "a b\\x01" * 50})).headers["x-request-id"]
+    assert len(made) == 32 and made != bad and " " not in bad
+    import logging
+
+    import httpx
+
+    from vlserve.api.middleware import RequestGuard
+
+    async def inner(scope, receive, send):  # any route: what it logs carries the request's id
+        logging.getLogger("vlserve.test").warning("inside")
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=RequestGuard(inner, live.gateway)),
+                               base_url="http://t")
+    with caplog.at_level("WARNING"):
+        r = await client.get("/x", headers={"X-Request-ID": "req-42"})
+        logging.getLogger("vlserve.test").warning("outside")
+    inside, outside = (next(x for x in caplog.records if x.getMessage() == m) for m in ("inside", "outside"))
+    assert r.headers["x-request-id"] == "req-42" and inside.request_id == "req-42" and outside.request_id == "-"
+
+
+@pytest.mark.parametrize("origins", ["", "https://app.example"])
+async def test_cors_is_off_by_default_and_answers_preflights_without_a_key(repo, origins):
+    from tests.api.conftest import Live
+    from vlserve.settings import Settings
+
+    async with Live(Settings(model_repo=repo, cors_origins=origins, api_key="s3cret")) as live:
+        pre = await live.client.options("/v1/caption", headers={
+            "Origin": "https://app.example", "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization,content-type"})
+        other = await live.client.options("/v1/caption", headers={
+            "Origin": "https://evil.example", "Access-Control-Request-Method": "POST"})
+        if not origins:
+            assert "access-control-allow-origin" not in pre.headers
+            return
+        assert pre.status_code == 200 and pre.headers["access-control-allow-origin"] == "https://app.example"
+        assert "authorization" in pre.headers["access-control-allow-headers"].lower()
+        assert "access-control-allow-origin" not in other.headers
+        r = await live.client.get("/v1/models", headers={"Origin": "https://app.example",
+                                                         "Authorization": "Bearer s3cret"})
+        assert r.headers["access-control-allow-origin"] == "https://app.example"
+        assert "x-request-id" in r.headers["access-control-expose-headers"].lower()

@@ -8,6 +8,7 @@ import logging
 import time
 
 from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
 
@@ -50,6 +51,10 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
     app.state.gateway = gw
     errors.install(app)
     app.add_middleware(RequestGuard, gateway=gw)
+    if settings.cors_origin_list:  # outermost: a preflight is answered before the guard asks for a key
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origin_list, allow_methods=["GET", "POST"],
+                           allow_headers=["authorization", "content-type", "x-api-key", "x-request-id"],
+                           expose_headers=["x-request-id"], max_age=600)
 
     @app.exception_handler(ClientGone)
     async def _gone(request: Request, exc: ClientGone):

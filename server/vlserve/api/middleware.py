@@ -16,9 +16,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hmac
 import logging
+import re
 import time
+import uuid
 
 from ..errors import NotReadyError, PayloadTooLargeError, RequestTimeoutError, UnauthorizedError, UnavailableError
 from .errors import error_response, status_of
@@ -65,6 +68,21 @@ class _Body:
         return message
 
 
+REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+REQUEST_ID_OK = re.compile(r"[\w.:@/+=-]{1,128}")  # what a client's id may be; else a new one is made
+
+
+def _with_request_id(factory):
+    def make(*args, **kwargs):
+        record = factory(*args, **kwargs)
+        record.request_id = REQUEST_ID.get()
+        return record
+    return make
+
+
+logging.setLogRecordFactory(_with_request_id(logging.getLogRecordFactory()))  # every record: `request_id`
+
+
 class RequestGuard:
     def __init__(self, app, gateway):
         self.app, self.gateway = app, gateway
@@ -76,12 +94,16 @@ class RequestGuard:
         counted = path not in PROBES and path != "/metrics"
         task = TASKS.get(path) or ("infer" if path.startswith("/v2/") and path.endswith("/infer") else "other")
         info = scope["vlserve"] = {"model": "", "outcome": None}
+        given = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
+        request_id = given if REQUEST_ID_OK.fullmatch(given) else uuid.uuid4().hex
+        id_token = REQUEST_ID.set(request_id)  # until this request is answered
         body = _Body(receive, gw.settings.max_body_bytes, gw.settings.body_timeout_s)
         status: list[int] = []
 
         async def sending(message):
             if message["type"] == "http.response.start":
                 status.append(message["status"])
+                message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", request_id.encode())]}
                 if not body.complete and message["status"] in (408, 413):  # the rest stays unread
                     message = {**message, "headers": [*message.get("headers", []), (b"connection", b"close")]}
             await send(message)
@@ -106,6 +128,7 @@ class RequestGuard:
                 code = status[0] if status else 500
                 gw.request_finished(info["model"], task, info["outcome"] or outcome_of(code), code,
                                     time.monotonic() - start)
+            REQUEST_ID.reset(id_token)
 
     def _refusal(self, scope, path: str):
         """The error that answers this request before it runs, if any."""
