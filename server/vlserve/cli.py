@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .engine.generation.params import GenerationOptions
 from .errors import InvalidInputError, VlserveError
+from .settings import default_model_repo
 
 
 def _model(args):
@@ -42,6 +43,31 @@ def _vqa(args):
 def _score(args):
     out = _model(args).score([args.image], args.texts, heads=args.heads)
     return {head: m[0].tolist() for head, m in out.items()} | {"texts": args.texts}
+
+
+def _embed(args):
+    model = _model(args)
+    out = {"images": [str(i) for i in args.images], "texts": args.texts}
+    if args.images:
+        out["image_embeddings"] = model.embed_images(args.images).tolist()
+    if args.texts:
+        out["text_embeddings"] = model.embed_texts(args.texts).tolist()
+    return out
+
+
+def _rank(args):
+    """An image query over candidate texts, or (--text) a text query over candidate images."""
+    model = _model(args)
+    kwargs = dict(text=args.query, candidates=args.candidates) if args.text else \
+        dict(image=args.query, candidates=args.candidates)
+    ranked = model.rank(**kwargs, top_k=args.top_k)
+    return [dataclasses.asdict(r) | {"candidate": args.candidates[r.index]} for r in ranked]
+
+
+def _capfilt(args):
+    texts = [args.texts] * len(args.images) if args.texts else None
+    results = _model(args).capfilt(args.images, texts, num_synthetic=args.num_synthetic, threshold=args.threshold)
+    return [{"image": str(p), "captions": [dataclasses.asdict(c) for c in cs]} for p, cs in zip(args.images, results)]
 
 
 def _export_onnx(args):
@@ -76,7 +102,8 @@ def _serve(args):
 
 
 def _add_model_args(p):
-    p.add_argument("--model", required=True, help="model folder (HF layout or original .pth)")
+    p.add_argument("--model", default=str(default_model_repo() / "blip-toy"),
+                   help="model folder (default: the shipped blip-toy)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     p.add_argument("--attention", default="auto", choices=["auto", "eager", "sdpa", "triton"])
@@ -149,8 +176,30 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     p.add_argument("image")
     p.add_argument("texts", nargs="+")
-    p.add_argument("--heads", nargs="+", default=["itc", "itm"], choices=["itc", "itm"])
+    p.add_argument("--heads", nargs="+", default=None, choices=["itc", "itm"], help="default: the model's own")
     p.set_defaults(run=_score)
+
+    p = sub.add_parser("embed", help="embeddings of images and/or texts")
+    _add_model_args(p)
+    p.add_argument("images", nargs="*")
+    p.add_argument("--texts", nargs="+", default=None)
+    p.set_defaults(run=_embed)
+
+    p = sub.add_parser("rank", help="rank candidate texts for an image (or, with --text, images for a text)")
+    _add_model_args(p)
+    p.add_argument("query", help="an image file, or a text with --text")
+    p.add_argument("candidates", nargs="+", help="texts, or image files with --text")
+    p.add_argument("--text", action="store_true", help="the query is a text and the candidates images")
+    p.add_argument("--top-k", type=int, default=10)
+    p.set_defaults(run=_rank)
+
+    p = sub.add_parser("capfilt", help="BLIP's CapFilt: synthetic captions and web captions, judged by ITM")
+    _add_model_args(p)
+    p.add_argument("images", nargs="+")
+    p.add_argument("--texts", nargs="+", default=None, help="web captions to judge for every image")
+    p.add_argument("--num-synthetic", type=int, default=1)
+    p.add_argument("--threshold", type=float, default=0.5)
+    p.set_defaults(run=_capfilt)
     return parser
 
 
@@ -160,6 +209,10 @@ def main(argv: list[str] | None = None) -> int:
         result = args.run(args)
     except VlserveError as exc:
         print(json.dumps({"error": {"type": exc.type, "message": exc.message, "param": exc.param}}), file=sys.stderr)
+        return 2
+    except FileNotFoundError as exc:  # a one-line error, not a traceback
+        print(json.dumps({"error": {"type": "not_found", "message": f"no such file: {exc.filename}",
+                                    "param": None}}), file=sys.stderr)
         return 2
     if result is not None:
         print(json.dumps(result, indent=2))
