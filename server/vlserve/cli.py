@@ -66,7 +66,9 @@ def _rank(args):
 
 def _capfilt(args):
     texts = [args.texts] * len(args.images) if args.texts else None
-    results = _model(args).capfilt(args.images, texts, num_synthetic=args.num_synthetic, threshold=args.threshold)
+    kwargs = {k: getattr(args, k) for k in GenerationOptions.model_fields if getattr(args, k) is not None}
+    results = _model(args).capfilt(args.images, texts, num_synthetic=args.num_synthetic, threshold=args.threshold,
+                                   **kwargs)
     return [{"image": str(p), "captions": [dataclasses.asdict(c) for c in cs]} for p, cs in zip(args.images, results)]
 
 
@@ -199,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--texts", nargs="+", default=None, help="web captions to judge for every image")
     p.add_argument("--num-synthetic", type=int, default=1)
     p.add_argument("--threshold", type=float, default=0.5)
+    _add_generation_args(p)
     p.set_defaults(run=_capfilt)
     return parser
 
