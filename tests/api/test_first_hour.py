@@ -40,6 +40,8 @@ async def test_url_safe_base64_without_padding_is_an_image(live):
 async def test_a_file_path_sent_as_base64_hints_at_multipart(live):
     code, err = await post(live, "/v1/caption", {"model": "toy", "images": ["photos/cat.png"]})
     assert code == 400 and "multipart" in err["message"] and err["param"] == "images[0]"
+    code, err = await post(live, "/v1/caption", {"model": "toy", "images": ["/9j/4AAQSkZJRg!"]})  # broken JPEG base64
+    assert code == 400 and "multipart" not in err["message"]
 
 
 async def test_every_schema_problem_is_named(live):

@@ -129,3 +129,14 @@ async def test_malformed_bodies(live):
     r = await live.client.post("/v2/models/blip/infer", content=body + b"\x03\x00\x00\x00abcdef",
                                headers={"Inference-Header-Content-Length": str(len(body))})  # 10 bytes: 3 + junk
     assert r.status_code == 400 and "truncated" in r.json()["error"]
+
+
+async def test_texts_get_the_servers_text_limits(three):
+    from tests.api.conftest import Live
+    from vlserve.settings import Settings
+
+    async with Live(Settings(model_repo=three, max_text_chars=10, max_texts=2)) as live:
+        image = tensor("IMAGE", [png(COLORS[0])])
+        long = await infer(live, "blip", [image, tensor("TEXT", ["x" * 11])], status=400)
+        many = await infer(live, "blip", [image, tensor("TEXT", ["a", "b", "c"])], status=413)
+        assert "10" in long["error"] and "2" in many["error"]

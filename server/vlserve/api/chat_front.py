@@ -23,12 +23,11 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import InvalidInputError
-from .chat_stream import stream_response
-from .openai_front import _item
-from .schemas import ErrorResponse
+from .chat_stream import cut_at_stop, stream_response
+from .openai_front import content_item
+from .schemas import ERRORS
 
 router = APIRouter()
-ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 404, 408, 413, 415, 422, 500, 503, 504)}
 QUESTION = re.compile(r"^(what|which|who|whose|where|when|why|how|is|are|was|were|does|do|did|can|could|will|"
                       r"would|should|has|have)\b", re.I)
 DESCRIBE = re.compile(r"^(please\s+)?(describe|caption|write a caption)\b", re.I)
@@ -89,8 +88,9 @@ IGNORED = {"user", "frequency_penalty", "presence_penalty", "response_format", "
 
 def parse(body: ChatRequest) -> tuple[str, str]:
     """(image reference, the user's text) of the one user message, or a 400 naming the field."""
-    for name in sorted(set(body.model_extra or {}) - IGNORED):
-        raise InvalidInputError(f"'{name}' is not served by this model's chat front", param=name)
+    unknown = sorted(set(body.model_extra or {}) - IGNORED)
+    if unknown:
+        raise InvalidInputError(f"'{unknown[0]}' is not served by this model's chat front", param=unknown[0])
     if body.logprobs and body.stream:
         raise InvalidInputError("logprobs are not served with stream", param="logprobs")
     if body.top_logprobs:
@@ -102,7 +102,7 @@ def parse(body: ChatRequest) -> tuple[str, str]:
     parts = [content] if isinstance(content, str) else content if isinstance(content, list) else None
     if parts is None:
         raise InvalidInputError("content is a string or a list of parts", param="messages[0].content")
-    items = [_item(p, f"messages[0].content[{i}]") for i, p in enumerate(parts)]
+    items = [content_item(p, f"messages[0].content[{i}]") for i, p in enumerate(parts)]
     images = [v for k, v in items if k == "image"]
     if len(images) != 1:
         raise InvalidInputError(f"the message holds {len(images)} images; send exactly one",
@@ -114,11 +114,6 @@ def task_of(text: str) -> str:
     if text.endswith("?") or QUESTION.match(text):
         return "vqa"
     return "caption"
-
-
-def _truncate(text: str, stops: list[str]) -> tuple[str, bool]:
-    cut = min((i for i in (text.find(s) for s in stops if s) if i >= 0), default=-1)
-    return (text[:cut], True) if cut >= 0 else (text, False)
 
 
 def _logprobs(decode, tokens: list[int], seen: list) -> dict:
@@ -189,7 +184,7 @@ async def _chat(request: Request):
                          if body.logprobs else None)
         choices = []
         for i, (content, tokens) in enumerate(outs):
-            content, stopped = _truncate(content, stops)
+            content, stopped = cut_at_stop(content, stops)
             finish = "stop" if stopped or len(tokens) < limit else "length"
             logprobs = _logprobs(model.engine.decode_text, tokens, [seen.get((i, j)) for j in range(len(tokens))]) \
                 if body.logprobs else None

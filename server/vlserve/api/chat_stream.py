@@ -20,6 +20,12 @@ from fastapi.responses import StreamingResponse
 from ..errors import VlserveError
 
 
+def cut_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
+    """The text up to the first stop string, and whether one was found."""
+    cut = min((i for i in (text.find(s) for s in stops if s) if i >= 0), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)
+
+
 def _held_back(text: str, stops: list[str]) -> int:
     """How many trailing characters could begin a stop string."""
     return max((k for s in stops for k in range(1, min(len(s), len(text) + 1)) if text.endswith(s[:k])),
@@ -46,9 +52,9 @@ class TextStream:
         return self._advance(sample, text, final=True), self.stopped[sample]
 
     def _advance(self, sample: int, text: str, final: bool) -> str:
-        cut = min((i for i in (text.find(s) for s in self.stops) if i >= 0), default=-1)
-        if cut >= 0:
-            text, self.stopped[sample] = text[:cut], True
+        text, stopped = cut_at_stop(text, self.stops)
+        if stopped:
+            self.stopped[sample] = True
         elif not final:
             text = text[: len(text) - _held_back(text, self.stops)]
         sent = self.sent[sample]

@@ -33,6 +33,7 @@ IMAGE_KEYS = ("image", "url")  # an image reference inside an item (OpenAI-style
 IMAGE_TYPES = ("image/jpeg", "image/jpg", "image/png", "image/webp", "image/gif", "image/bmp", "image/tiff")
 MAX_DEPTH = 6  # values nest: capfilt texts[i][j] three deep; OpenAI messages[i].content[j].image_url.url six
 INTEGER = re.compile(r"[+-]?\d{1,20}")
+IMAGE_FILE = re.compile(r"\.(png|jpe?g|webp|gif|bmp|tiff?)$", re.I)  # base64 never holds a "."
 MAX_LISTED = 5  # schema problems named in one error message
 
 UPLOAD = "upload://"  # how a multipart file stands in an image field until it is read
@@ -219,7 +220,7 @@ def _b64(text: str, param: str) -> bytes:
 
 
 def _looks_like_path(text: str) -> bool:
-    return len(text) < 4096 and ("/" in text or "\\" in text or "." in text[-6:]) and not text.startswith("data:")
+    return len(text) < 4096 and IMAGE_FILE.search(text.strip()) is not None
 
 
 async def images_of(refs: list[str], settings: Settings, uploads: dict[str, bytes], param: str = "images"):

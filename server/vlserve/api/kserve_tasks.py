@@ -5,18 +5,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import InvalidInputError, PayloadTooLargeError
+from ..errors import InvalidInputError
 from ..tasks.caption import caption as caption_task
 from ..tasks.retrieval import embed as embed_task
 from ..tasks.retrieval import score as score_task
 from ..tasks.vqa import vqa as vqa_task
 from .decoding import decode_images, read_images
-from .inputs import UPLOAD
+from .inputs import UPLOAD, check_strings
 
 
 def _texts(values: list, name: str, settings) -> list[str]:
-    if len(values) > settings.max_texts:
-        raise PayloadTooLargeError(f"{len(values)} items in '{name}'; the limit is {settings.max_texts}", param=name)
     out = []
     for i, v in enumerate(values):
         try:
@@ -25,10 +23,8 @@ def _texts(values: list, name: str, settings) -> list[str]:
             raise InvalidInputError(f"{name}[{i}] is not UTF-8 text", param=name) from None
         if not isinstance(text, str):
             raise InvalidInputError(f"{name} is a BYTES tensor of texts", param=name)
-        if len(text) > settings.max_text_chars:
-            raise InvalidInputError(f"text is {len(text)} characters; the limit is {settings.max_text_chars}",
-                                    param=f"{name}[{i}]")
         out.append(text)
+    check_strings({name: out}, settings)  # the text limits every JSON body gets
     return out
 
 

@@ -70,7 +70,7 @@ def items_of(body: OpenAIEmbeddingsRequest) -> list[tuple[str, str]]:
         return [_message(m, f"messages[{i}]") for i, m in enumerate(body.messages)] or _empty("messages")
     if isinstance(body.input, str):
         return [("text", body.input)]
-    return [_item(x, f"input[{i}]") for i, x in enumerate(body.input)] or _empty("input")
+    return [content_item(x, f"input[{i}]") for i, x in enumerate(body.input)] or _empty("input")
 
 
 def _empty(param: str):
@@ -86,10 +86,10 @@ def _message(message: dict, param: str) -> tuple[str, str]:
             raise InvalidInputError("a message to embed holds one part (an image or a text): this model embeds "
                                     "images and texts apart; send several messages", param=f"{param}.content")
         content = content[0]
-    return _item(content, f"{param}.content")
+    return content_item(content, f"{param}.content")
 
 
-def _item(item: Any, param: str) -> tuple[str, str]:
+def content_item(item: Any, param: str) -> tuple[str, str]:
     if isinstance(item, str):
         return "text", item
     if isinstance(item, int) or (isinstance(item, list) and all(isinstance(t, int) for t in item)):

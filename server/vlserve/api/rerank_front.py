@@ -17,11 +17,10 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import InvalidInputError
-from .openai_front import _item
-from .schemas import ErrorResponse
+from .openai_front import content_item
+from .schemas import ERRORS
 
 router = APIRouter()
-ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 404, 408, 413, 415, 422, 500, 503, 504)}
 
 
 class RerankRequest(BaseModel):
@@ -64,8 +63,8 @@ def _documents(documents) -> list[tuple[str, str]]:
     if isinstance(documents, dict):
         if set(documents) != {"content"} or not isinstance(documents["content"], list):
             raise InvalidInputError('documents is a list, or {"content": [part, ...]}', param="documents")
-        return [_item(x, f"documents.content[{i}]") for i, x in enumerate(documents["content"])]
-    return [_item(x, f"documents[{i}]") for i, x in enumerate(documents)]
+        return [content_item(x, f"documents.content[{i}]") for i, x in enumerate(documents["content"])]
+    return [content_item(x, f"documents[{i}]") for i, x in enumerate(documents)]
 
 
 async def _rerank(request: Request):
@@ -74,7 +73,7 @@ async def _rerank(request: Request):
     from .routes import _read
 
     gw, body, _ = await _read(request, RerankRequest)
-    kind, query = _item(body.query, "query")
+    kind, query = content_item(body.query, "query")
     docs = _documents(body.documents)
     if not docs:
         raise InvalidInputError("documents is empty: nothing to rank", param="documents")

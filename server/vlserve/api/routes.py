@@ -20,12 +20,11 @@ from .gateway import Gateway
 from .inputs import read_request
 from .openai_front import OpenAIEmbeddingsRequest, OpenAIEmbeddingsResponse, embed_openai, is_openai_body
 from .schemas import (AnswerOut, CapfiltRequest, CapfiltResponse, CaptionOut, CaptionRequest, CaptionResponse,
-                      EmbeddingsRequest, EmbeddingsResponse, ErrorResponse, FilteredCaptionOut, RankedAnswerOut,
+                      EmbeddingsRequest, EmbeddingsResponse, ERRORS, FilteredCaptionOut, RankedAnswerOut,
                       RankedOut, RankRequest, RankResponse, ScoreRequest, ScoreResponse, Usage, VqaRequest,
                       VqaResponse)
 
 router = APIRouter(prefix="/v1")
-ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 404, 408, 413, 415, 422, 500, 503, 504)}
 
 
 def _doc(schema, json_variant=None) -> dict:
