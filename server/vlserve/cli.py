@@ -95,7 +95,8 @@ def _serve(args):
 
     overrides = {k: v for k, v in (("model_repo", args.model_repo), ("host", args.host), ("port", args.port),
                                     ("strict_readiness", args.strict_readiness), ("device", args.device),
-                                    ("log_level", args.log_level)) if v is not None}
+                                    ("log_level", args.log_level), ("log_format", args.log_format))
+                 if v is not None}
     settings = Settings(**overrides)
     if not Path(settings.model_repo).is_dir():  # else it would run, unready, forever
         raise InvalidInputError(f"model repository {settings.model_repo} is not a folder", param="--model-repo")
@@ -134,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ready only when every model loaded")
     p.add_argument("--device", help="default device for models without one in model.toml")
     p.add_argument("--log-level")
+    p.add_argument("--log-format", choices=["text", "json"],
+                   help="json: one object per line with time, level, logger, message, request_id (default: text)")
     p.set_defaults(run=_serve)
 
     from .shapes.command import register as register_shapes

@@ -10,6 +10,7 @@ import logging
 
 import uvicorn
 
+from . import logs
 from .api.app import create_app
 from .connections import LimitedH11Protocol
 from .settings import Settings
@@ -39,11 +40,11 @@ class DrainingServer(uvicorn.Server):
 
 
 def serve(settings: Settings) -> None:
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s")
+    logs.configure(settings.log_level, settings.log_format)
     app = create_app(settings)
     protocol = LimitedH11Protocol.with_limits(settings.header_timeout_s, settings.max_connections)
     # after the drain answered every request, uvicorn only has to close connections
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
-                            http=protocol, timeout_keep_alive=settings.keep_alive_s, timeout_graceful_shutdown=5)
+                            http=protocol, timeout_keep_alive=settings.keep_alive_s, timeout_graceful_shutdown=5,
+                            log_config=None)  # uvicorn's lines go through logs.configure's handler
     DrainingServer(config, app.state.gateway).run()

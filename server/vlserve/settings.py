@@ -31,6 +31,8 @@ class Settings(BaseSettings):
     port: int = 8000
     strict_readiness: bool = Field(False, description="ready only when every model loaded (else: when one did)")
     log_level: str = "info"
+    log_format: Literal["text", "json"] = Field("text", description="text: one readable line; json: one "
+                                                "object per line (time, level, logger, message, request_id)")
     api_key: SecretStr | None = Field(None, description="when set, requests need `Authorization: Bearer <key>`")
     auth_metrics_and_docs: bool = Field(True, description="with an API key set, /metrics, /openapi.json and "
                                         "/docs need it too (false: they stay open, e.g. for a scraper)")

@@ -4,6 +4,7 @@ deadline, run the task while watching for the client going away, count the outco
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -82,7 +83,8 @@ class Gateway:
         self.metrics.request_done(model, task, outcome, status, seconds)
 
     async def in_thread(self, fn, *args):
-        return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
+        context = contextvars.copy_context()  # the request id (and other context) reaches the thread
+        return await asyncio.get_running_loop().run_in_executor(self.pool, context.run, fn, *args)
 
     async def run(self, request: Request, task: str, timeout_s: float | None, work, **roles):
         """Run `work(served, models)` for one request; every accepted request gets one answer.

@@ -10,6 +10,7 @@ bounded batches beside everyone else's work, never as one giant batch.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 
 from ..engine.family import DecoderGraph, FamilyEngine, Source
 from ..engine.generation.loop import generate
@@ -88,7 +89,8 @@ class ScheduledRunner(Runner):
         self.submitted = False  # some work was accepted into a queue
 
     async def offload(self, fn, *args):
-        return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
+        context = contextvars.copy_context()  # the request id (and other context) reaches the thread
+        return await asyncio.get_running_loop().run_in_executor(self.pool, context.run, fn, *args)
 
     async def _run(self, op: str, inputs, size: int):
         item = self.worker.submit(op, inputs, size, self.deadline)
