@@ -16,6 +16,7 @@ from .. import __version__
 from ..settings import Settings
 from . import errors, schemas
 from .gateway import ClientGone, Gateway
+from .docs_pages import install_docs_pages
 from .middleware import RequestGuard
 from .openai_front import OpenAIEmbeddingsRequest, openai_models
 from .chat_front import ChatRequest
@@ -47,7 +48,9 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
 
     # redirect_slashes off: Starlette builds those redirects from the Host header
     app = FastAPI(title="vlserve", version=__version__, lifespan=lifespan, redirect_slashes=False,
-                  description="Captioning, image-text retrieval (ITC / ITM) and VQA with BLIP-family models.")
+                  description="Captioning, image-text retrieval (ITC / ITM) and VQA with BLIP-family models.",
+                  docs_url=None, redoc_url=None)  # docs_pages serves them without a CDN
+    install_docs_pages(app)
     app.state.gateway = gw
     errors.install(app)
     app.add_middleware(RequestGuard, gateway=gw)

@@ -24,6 +24,7 @@ import time
 import uuid
 
 from ..errors import NotReadyError, PayloadTooLargeError, RequestTimeoutError, UnauthorizedError, UnavailableError
+from .docs_pages import DOCS_ASSETS
 from .errors import error_response, status_of
 
 log = logging.getLogger("vlserve.api")
@@ -34,6 +35,11 @@ TASKS = {"/v1/caption": "caption", "/v1/embeddings": "embed", "/v1/retrieval/sco
          "/v1/rerank": "rank", "/rerank": "rank", "/v1/chat/completions": "chat"}
 PROBES = ("/health/live", "/health/ready")  # never need the key, never counted
 ADMIN = ("/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc")
+
+
+def is_admin(path: str) -> bool:
+    """The admin pages and the docs pages' scripts and styles: one key rule for them all."""
+    return path in ADMIN or path.startswith(DOCS_ASSETS + "/")
 
 
 def outcome_of(status: int) -> str:
@@ -134,11 +140,11 @@ class RequestGuard:
         """The error that answers this request before it runs, if any."""
         settings = self.gateway.settings
         key = settings.api_key
-        needs_key = key is not None and path not in PROBES and (settings.auth_metrics_and_docs or path not in ADMIN)
+        needs_key = key is not None and path not in PROBES and (settings.auth_metrics_and_docs or not is_admin(path))
         headers = dict(scope.get("headers") or [])
         if needs_key and not _key_matches(headers, key.get_secret_value()):
             return UnauthorizedError("missing or wrong API key (send 'Authorization: Bearer <key>')")
-        if self.gateway.draining and path not in PROBES + ADMIN and path != "/v1/models":
+        if self.gateway.draining and path not in PROBES and not is_admin(path) and path != "/v1/models":
             return NotReadyError("the server is shutting down")  # those that came before are still served
         length = headers.get(b"content-length", b"")
         if length.isdigit() and int(length) > settings.max_body_bytes:
