@@ -1,5 +1,5 @@
 """The `vlserve` command: serve a repository, one-shot tasks on a model folder (JSON on
-stdout), and tools for model folders (export-onnx, merge, shapes)."""
+stdout, or tables with --pretty), and tools for model folders (export-onnx, merge, shapes)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .engine.generation.params import GenerationOptions
 from .errors import InvalidInputError, VlserveError
+from .pretty import render
 from .settings import default_model_repo
 
 
@@ -206,6 +207,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=0.5)
     _add_generation_args(p)
     p.set_defaults(run=_capfilt)
+
+    for name, command in sub.choices.items():
+        if name != "serve":
+            command.add_argument("--pretty", action="store_true", help="print plain-text tables instead of JSON")
     return parser
 
 
@@ -221,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
                                     "param": None}}), file=sys.stderr)
         return 2
     if result is not None:
-        print(json.dumps(result, indent=2))
+        print(render(result) if args.pretty else json.dumps(result, indent=2))
     return 0
 
 

@@ -67,3 +67,19 @@ def test_the_model_defaults_to_the_shipped_blip_toy(tmp_path, capsys):
     Image.new("RGB", (128, 128), (255, 255, 255)).save(img)
     assert main(["caption", str(img), "--max-new-tokens", "3"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["captions"]
+
+
+def test_pretty_prints_tables_instead_of_json(tmp_path, capsys):
+    folder = make_folder(tmp_path / "m")
+    img = tmp_path / "a.png"
+    Image.new("RGB", (20, 20), (0, 0, 255)).save(img)
+    assert main(["score", str(img), "red dog", "cat", "--model", str(folder), "--pretty"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["itc", "itm", "texts"] and set(lines[1]) == {"-", " "}
+    assert lines[2].endswith("red dog") and lines[3].endswith("cat")
+    assert all(len(cell.split(".")[1]) == 4 for line in lines[2:] for cell in line.split()[:2])
+    assert main(["embed", str(img), "--model", str(folder), "--pretty"]) == 0
+    out = capsys.readouterr().out
+    assert "image_embeddings:" in out and "dim 16 [" in out and ", ...]" in out
+    assert main(["caption", str(img), "--model", str(folder), "--max-new-tokens", "3", "--pretty"]) == 0
+    assert capsys.readouterr().out.split()[:4] == ["image", "text", "tokens", "logprob"]
