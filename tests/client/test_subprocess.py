@@ -86,6 +86,52 @@ def test_cli(server, images, capsys):
     assert code == 1 and "model_not_found" in err
 
 
+def test_cli_vqa_decoding_options(server, images, capsys):
+    red = str(images[0])
+    code, out = run_cli(capsys, "--url", server.url, "vqa", red, "what color?", "--mode", "generate",
+                        "--min-new-tokens", "2", "--max-new-tokens", "2", "--num-beams", "2")
+    assert code == 0 and len(out["answers"][0]["tokens"]) == 2, out
+    code, out = run_cli(capsys, "--url", server.url, "vqa", red, "what color?", "--mode", "rank",
+                        "--candidates", "red", "blue", "green", "--top-k", "2")
+    assert code == 0 and len(out["answers"][0]["ranked"]) == 2, out
+    code, out = run_cli(capsys, "--url", server.url, "vqa", red, "what color?", "--rank-answers")
+    assert code == 0 and {r["text"] for r in out["answers"][0]["ranked"]} == {"red", "blue", "yes"}, out
+
+
+def test_cli_capfilt(server, images, capsys):
+    red, blue = map(str, images)
+    common = ("--num-synthetic", "1", "--min-new-tokens", "2", "--max-new-tokens", "3", "--seed", "0")
+    code, out = run_cli(capsys, "--url", server.url, "capfilt", red, blue, "--texts", "a red thing",
+                        "--texts", "x", "y", "--threshold", "0", *common)
+    assert code == 0, out
+    assert [[(c["source"], c["kept"]) for c in r] for r in out["results"]] == [
+        [("web", True), ("synthetic", True)], [("web", True), ("web", True), ("synthetic", True)]]
+    assert len(out["results"][0][1]["text"].split()) <= 3
+    code, out = run_cli(capsys, "--url", server.url, "capfilt", red, blue, "--texts", "one", "--threshold", "1",
+                        *common)  # one --texts: the same web captions for every image
+    assert code == 0 and [[c["text"] for c in r if c["source"] == "web"] for r in out["results"]] == [["one"]] * 2
+    assert not any(c["kept"] for r in out["results"] for c in r if c["itm"] < 1)
+    code, err = run_cli(capsys, "--url", server.url, "capfilt", red, blue, red, "--texts", "a", "--texts", "b")
+    assert code == 1 and "--texts given 2 times for 3 images" in err
+
+
+def test_cli_pretty(server, images, capsys):
+    red = str(images[0])
+    assert main(["--url", server.url, "score", red, "a b", "c", "--heads", "itc", "--pretty"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "model  toy" and lines[2].split() == ["text", "itc"] and set(lines[3]) == {"-", " "}
+    assert [line.split()[:-1] for line in lines[4:]] == [["a", "b"], ["c"]]
+    assert all(len(line.split()[-1].split(".")[1]) == 4 for line in lines[4:])
+    assert main(["--url", server.url, "models", "--pretty"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split() == ["name", "family", "state", "tasks", "device", "dtype", "load_seconds"]
+    assert lines[3].split()[:3] == ["toy", "blip", "ready"]
+    assert main(["--url", server.url, "embed", "--text", "a", "--pretty"]) == 0
+    assert "dim 16 [" in capsys.readouterr().out
+    assert main(["--url", server.url, "health", "--pretty"]) == 0
+    assert capsys.readouterr().out.split() == ["live", "true", "ready", "true"]
+
+
 def test_console_script(server, images):
     exe = shutil.which("vlserve-client", path=str(Path(sys.executable).parent))
     assert exe, "pip install ./clients/python puts vlserve-client beside python"
