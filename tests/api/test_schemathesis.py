@@ -2,13 +2,15 @@
 never get a 500, and every response matches the documented status codes, content types
 and schemas. Bounded: a few dozen examples per operation, about a minute on 2 cores."""
 
+import copy
+
 import pytest
 
 schemathesis = pytest.importorskip("schemathesis")
 from hypothesis import HealthCheck, assume, given, settings  # noqa: E402
 from schemathesis.generation import GenerationMode  # noqa: E402
 
-from schemathesis.checks import positive_data_acceptance  # noqa: E402
+from schemathesis.checks import not_a_server_error, positive_data_acceptance  # noqa: E402
 
 from tests.api.conftest import Live  # noqa: E402
 from tests.helpers.own_blip import make_folder  # noqa: E402
@@ -37,7 +39,7 @@ def app(loadable):
         """The test client starts and stops the lifespan around every call; the app's
         lifespan (load models, then close them) runs once here instead."""
         if scope["type"] == "lifespan":
-            while (message := await receive())["type"] != "lifespan.shutdown":
+            while (await receive())["type"] != "lifespan.shutdown":
                 await send({"type": "lifespan.startup.complete"})
             await send({"type": "lifespan.shutdown.complete"})
             return
@@ -50,6 +52,34 @@ def app(loadable):
 @pytest.fixture(scope="module")
 def api_schema(app):
     return schemathesis.openapi.from_asgi("/openapi.json", app)
+
+
+@pytest.fixture(scope="module")
+def json_schema(app, api_schema):
+    """The document without its multipart bodies, for negative cases: schemathesis' negative
+    generation may draw from the form, whose binary images it cannot mutate (it raises
+    "ValueError: Unsupported type: 'Binary'")."""
+    raw = copy.deepcopy(api_schema.raw_schema)
+    for ops in raw["paths"].values():
+        for op in ops.values():
+            op.get("requestBody", {}).get("content", {}).pop("multipart/form-data", None)
+    loaded = schemathesis.openapi.from_dict(raw)
+    loaded.app, loaded.location = app, "/openapi.json"
+    return loaded
+
+
+def own_deadline_passed(case, response) -> bool:
+    """A 504 for a request that set itself a deadline shorter than a second: the designed
+    answer on a busy machine, no server error (it still has to match the document)."""
+    body = case.body if isinstance(case.body, dict) else {}
+    timeout = body.get("timeout_s")
+    if response.status_code != 504 or not isinstance(timeout, (int, float, str)):
+        return False
+    try:
+        short = float(timeout) < 1
+    except ValueError:
+        return False
+    return short and b"deadline_exceeded" in response.content
 
 
 
@@ -73,8 +103,8 @@ SEEN: dict[tuple[str, str], list[int]] = {}  # statuses per (path, mode), for th
 
 
 @pytest.mark.parametrize("method,path,media,mode", list(operations()))
-def test_generated_requests(api_schema, method, path, media, mode):
-    operation = api_schema[path][method]
+def test_generated_requests(api_schema, json_schema, method, path, media, mode):
+    operation = (api_schema if mode is GenerationMode.POSITIVE else json_schema)[path][method]
     kwargs = {"media_type": media} if media else {}
 
     @given(case=operation.as_strategy(mode, **kwargs))
@@ -84,7 +114,9 @@ def test_generated_requests(api_schema, method, path, media, mode):
         assume(mode is GenerationMode.POSITIVE or case.media_type == "application/json")
         # every default check but one: a schema cannot say "valid base64 of a PNG", so
         # schema-valid bodies may rightly get 4xx (the other checks hold them to the docs)
-        response = case.call_and_validate(excluded_checks=[positive_data_acceptance])
+        response = case.call()
+        excluded = [positive_data_acceptance] + ([not_a_server_error] if own_deadline_passed(case, response) else [])
+        case.validate_response(response, excluded_checks=excluded)
         SEEN.setdefault((path, mode.value), []).append(response.status_code)
 
     check()

@@ -9,7 +9,6 @@ import time
 
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
 
 from .. import __version__
@@ -18,18 +17,14 @@ from . import errors, schemas
 from .gateway import ClientGone, Gateway
 from .docs_pages import install_docs_pages
 from .middleware import RequestGuard
-from .openai_front import OpenAIEmbeddingsRequest, openai_models
-from .chat_front import ChatRequest
+from .openai_front import openai_models
+from .openapi_doc import build_openapi
 from .chat_front import router as chat_router
 from .kserve_front import router as kserve_router
-from .rerank_front import RerankRequest
 from .rerank_front import router as rerank_router
 from .routes import router
 
 log = logging.getLogger("vlserve.api")
-REQUEST_SCHEMAS = (schemas.CaptionRequest, schemas.EmbeddingsRequest, schemas.ScoreRequest, schemas.RankRequest,
-                   schemas.VqaRequest, schemas.CapfiltRequest, OpenAIEmbeddingsRequest,
-                   RerankRequest, ChatRequest)
 
 
 def create_app(settings: Settings | None = None, gateway: Gateway | None = None) -> FastAPI:
@@ -48,7 +43,8 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
 
     # redirect_slashes off: Starlette builds those redirects from the Host header
     app = FastAPI(title="vlserve", version=__version__, lifespan=lifespan, redirect_slashes=False,
-                  description="Captioning, image-text retrieval (ITC / ITM) and VQA with BLIP-family models.",
+                  description="Captioning, image-text retrieval (ITC / ITM) and VQA with BLIP-family models. "
+                  f"Request bodies: {schemas.server_limit('max_body_bytes')}.",
                   docs_url=None, redoc_url=None)  # docs_pages serves them without a CDN
     install_docs_pages(app)
     app.state.gateway = gw
@@ -76,17 +72,20 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
         return {"models": described, "object": "list",
                 "data": [m.model_dump() for m in openai_models(described, started)]}
 
-    @app.get("/health/live", tags=["admin"])
+    def status(word: str) -> dict:  # the probes' answer, documented with its example
+        return {"content": {"application/json": {"example": {"status": word}}}}
+
+    @app.get("/health/live", tags=["admin"], responses={200: status("live")})
     async def live():
         return {"status": "live"}
 
-    @app.get("/health/ready", tags=["admin"], responses={503: {"model": schemas.ErrorResponse}})
+    @app.get("/health/ready", tags=["admin"], responses={200: status("ready"), 503: {"model": schemas.ErrorResponse}})
     async def ready():
         if gw.ready:
             return {"status": "ready"}
         return errors.error_response(503, "not_ready", gw.not_ready_reason(), headers={"Retry-After": "1"})
 
-    text = {gw.metrics.content_type: {"schema": {"type": "string"}}}
+    text = {gw.metrics.content_type: {"schema": {"type": "string"}, "example": schemas.METRICS_EXAMPLE}}
 
     @app.get("/metrics", tags=["admin"], response_class=Response,
              responses={200: {"description": "Prometheus text exposition", "content": text}})
@@ -95,13 +94,7 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
 
     def openapi():
         if app.openapi_schema is None:
-            spec = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-            components = spec.setdefault("components", {}).setdefault("schemas", {})
-            for schema in REQUEST_SCHEMAS:  # the routes parse their bodies themselves
-                doc = schema.model_json_schema(ref_template="#/components/schemas/{model}")
-                components.update(doc.pop("$defs", {}))
-                components[schema.__name__] = doc
-            app.openapi_schema = spec
+            app.openapi_schema = build_openapi(app)
         return app.openapi_schema
 
     app.openapi = openapi

@@ -22,10 +22,11 @@ from typing import Literal
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..engine.generation.params import MAX_RETURN, RANGES
 from ..errors import InvalidInputError
 from .chat_stream import cut_at_stop, stream_response
 from .openai_front import content_item
-from .schemas import ERRORS
+from .schemas import ERRORS, TEXT, TIMEOUT, documented, server_limit
 
 router = APIRouter()
 QUESTION = re.compile(r"^(what|which|who|whose|where|when|why|how|is|are|was|were|does|do|did|can|could|will|"
@@ -34,26 +35,35 @@ DESCRIBE = re.compile(r"^(please\s+)?(describe|caption|write a caption)\b", re.I
 
 
 class ChatRequest(BaseModel):
-    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [
+    model_config = ConfigDict(extra="allow", json_schema_extra=documented(
         {"model": "blip-toy", "messages": [{"role": "user", "content": [
             {"type": "text", "text": "what color is the circle?"},
-            {"type": "image_url", "image_url": {"url": "data:image/png;base64,..."}}]}]}]})
-    model: str | None = None
-    messages: list[dict] = Field(min_length=1)
-    n: int = Field(1, ge=1, description="captions to return (VQA: 1)")
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
-    temperature: float | None = Field(None, ge=0, description="0: greedy; above 0: sampling at this temperature")
-    top_p: float | None = Field(None, gt=0, le=1)
-    seed: int | None = Field(None, ge=0)
-    stop: str | list[str] | None = None
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,..."}}]}]}))
+    model: str | None = Field(None, description="model name (GET /v1/models); default: the one loaded model that "
+                              "serves the task")
+    messages: list[dict] = Field(min_length=1, description="one user message: one image_url part (a data: URI, or "
+                                 "an http(s) URL where the server fetches them) and optionally a text, a question "
+                                 f"(VQA) or else a caption prompt; {TEXT}")
+    n: int = Field(1, ge=1, description=f"captions to return (VQA: 1), 1 to {MAX_RETURN}")
+    max_tokens: int | None = Field(None, ge=1, description="tokens to generate at most; "
+                                   f"{server_limit('max_new_tokens')}; default: the model's")
+    max_completion_tokens: int | None = Field(None, ge=1, description="OpenAI's newer name for max_tokens (wins "
+                                              "over it); default: max_tokens")
+    temperature: float | None = Field(None, ge=0, description="0: greedy; above 0: sampling at this temperature, "
+                                      f"up to {RANGES['temperature'][1]:g}; default: the model's")
+    top_p: float | None = Field(None, gt=0, le=1, description="nucleus sampling: keep the likeliest tokens that "
+                                "hold this much probability, in (0, 1]; default: the model's")
+    seed: int | None = Field(None, ge=0, description=f"the sampling seed, 0 to {RANGES['seed'][1]}; default: the "
+                             "model's, else a fresh one each time")
+    stop: str | list[str] | None = Field(None, description=f"text(s) the output is cut at; {TEXT}; default: none")
     stream: bool = Field(False, description="server-sent events: a caption token by token (beams and answers: "
                          "one chunk)")
-    stream_options: dict | None = Field(None, description="include_usage: a last chunk with the usage")
+    stream_options: dict | None = Field(None, description="include_usage: a last chunk with the usage; "
+                                        "default: none")
     logprobs: bool = Field(False, description="each caption token's model log-probability (greedy or sampled "
                            "captions, not streamed)")
-    top_logprobs: int | None = Field(None, ge=0, description="0 only: alternatives are not served")
-    timeout_s: float | None = Field(None, ge=0.01, description="deadline in seconds (vlserve's)")
+    top_logprobs: int | None = Field(None, ge=0, description="0 only: alternatives are not served; default: none")
+    timeout_s: float | None = Field(None, ge=0.01, description=f"vlserve's {TIMEOUT}")
 
 
 class ChatMessage(BaseModel):
@@ -75,6 +85,10 @@ class ChatUsage(BaseModel):
 
 
 class ChatResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"id": "chatcmpl-5f0c", "object": "chat.completion", "created": 1767225600, "model": "blip-toy",
+         "choices": [{"index": 0, "message": {"role": "assistant", "content": "red"}, "finish_reason": "stop"}],
+         "usage": {"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11}}]})
     id: str
     object: Literal["chat.completion"] = "chat.completion"
     created: int

@@ -19,20 +19,27 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import InvalidInputError
-from .schemas import TINY_PNG, OpenAIModel
+from .schemas import TEXTS, TIMEOUT, TINY_PNG, OpenAIModel, documented, server_limit
 
 
 
 class OpenAIEmbeddingsRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
-        {"model": "blip-toy", "input": ["a small red circle", {"image": f"data:image/png;base64,{TINY_PNG}"}]}]})
-    model: str | None = Field(None, description="model name; optional when one loaded model serves embed")
-    input: str | list[Any] | None = Field(None, description="a text, or a list of texts and image items")
-    messages: list[dict] | None = Field(None, description="instead of input: user messages of one part each")
-    encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = Field(None, ge=1, description="accepted only when it is the model's own size")
-    user: str | None = Field(None, description="accepted and ignored")
-    timeout_s: float | None = Field(None, ge=0.01, description="deadline in seconds (vlserve's)")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=documented(
+        {"model": "blip-toy", "input": ["a small red circle", {"image": f"data:image/png;base64,{TINY_PNG}"}]}))
+    model: str | None = Field(None, description="model name (GET /v1/models); default: the one loaded model that "
+                              "serves embed")
+    input: str | list[Any] | None = Field(None, description='a text, or a list of texts and image items ({"image": '
+                                          'url or data: URI}, OpenAI content parts); '
+                                          f"{TEXTS}; images: {server_limit('max_images')}; default: none (give input "
+                                          "or messages)")
+    messages: list[dict] | None = Field(None, description="instead of input: user messages of one part each; "
+                                        "default: none")
+    encoding_format: Literal["float", "base64"] = Field("float", description="float: a list of numbers; base64: "
+                                                        "the float32 values, little-endian, in base64")
+    dimensions: int | None = Field(None, ge=1, description="accepted only when it is the model's own size; "
+                                   "default: the model's")
+    user: str | None = Field(None, description="accepted and ignored; default: none")
+    timeout_s: float | None = Field(None, ge=0.01, description=f"vlserve's {TIMEOUT}")
 
 
 class OpenAIEmbedding(BaseModel):
@@ -47,6 +54,10 @@ class OpenAIUsage(BaseModel):
 
 
 class OpenAIEmbeddingsResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"object": "list", "model": "blip-toy", "usage": {"prompt_tokens": 7, "total_tokens": 7}, "data": [
+            {"object": "embedding", "index": 0, "embedding": [0.6, -0.4, 0.6, 0.35]},
+            {"object": "embedding", "index": 1, "embedding": [0.5, -0.5, 0.5, 0.5]}]}]})
     object: Literal["list"] = "list"
     data: list[OpenAIEmbedding]
     model: str

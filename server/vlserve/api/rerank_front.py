@@ -18,23 +18,27 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import InvalidInputError
 from .openai_front import content_item
-from .schemas import ERRORS
+from .schemas import ERRORS, TEXT, TEXTS, TIMEOUT, documented, server_limit
 
 router = APIRouter()
 
 
 class RerankRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+    model_config = ConfigDict(extra="forbid", json_schema_extra=documented(
         {"model": "blip-toy", "query": "a small red circle",
          "documents": [{"image": "https://example.com/a.png"}, {"image": "data:image/png;base64,..."}],
-         "top_n": 1}]})
-    model: str | None = Field(None, description="model name; optional when one loaded model serves rank")
-    query: Any = Field(description="a text, or an image item")
-    documents: list[Any] | dict = Field(description="texts for an image query, images for a text query")
+         "top_n": 1}))
+    model: str | None = Field(None, description="model name (GET /v1/models); default: the one loaded model that "
+                              "serves rank")
+    query: Any = Field(description='a text, or an image item ({"image": url or data: URI}, an OpenAI image_url '
+                       f"part); {TEXT}")
+    documents: list[Any] | dict = Field(description="texts for an image query, images for a text query: a list, "
+                                        f'or {{"content": [part, ...]}}; {TEXTS}; images: '
+                                        f"{server_limit('max_images')}")
     top_n: int | None = Field(None, ge=1, description="results returned, best first (default: all)")
     return_documents: bool = Field(False, description="echo each result's document")
     reranker: str | None = Field(None, description="the model whose ITM scores the documents (default: model)")
-    timeout_s: float | None = Field(None, ge=0.01, description="deadline in seconds (vlserve's)")
+    timeout_s: float | None = Field(None, ge=0.01, description=f"vlserve's {TIMEOUT}")
 
 
 class RerankDocument(BaseModel):
@@ -53,6 +57,9 @@ class RerankUsage(BaseModel):
 
 
 class RerankResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"id": "rerank-5f0c", "model": "blip-toy", "results": [{"index": 1, "relevance_score": 0.93}],
+         "usage": {"total_tokens": 7}}]})
     id: str
     model: str
     results: list[RerankResult]

@@ -18,6 +18,7 @@ from ..tasks.vqa import vqa as vqa_task
 from .decoding import decode_images, read_images
 from .gateway import Gateway
 from .inputs import read_request
+from .openapi_doc import form_ref
 from .openai_front import OpenAIEmbeddingsRequest, OpenAIEmbeddingsResponse, embed_openai, is_openai_body
 from .schemas import (AnswerOut, CapfiltRequest, CapfiltResponse, CaptionOut, CaptionRequest, CaptionResponse,
                       EmbeddingsRequest, EmbeddingsResponse, ERRORS, FilteredCaptionOut, RankedAnswerOut,
@@ -28,13 +29,13 @@ router = APIRouter(prefix="/v1")
 
 
 def _doc(schema, json_variant=None) -> dict:
-    """Document the body (JSON or multipart) in OpenAPI; the route parses it itself.
-    json_variant: a second JSON body the route also takes (another protocol's)."""
+    """Document the body (JSON or multipart, whose images are files) in OpenAPI; the route
+    parses it itself. json_variant: a second JSON body the route also takes (another protocol's)."""
     ref = {"$ref": f"#/components/schemas/{schema.__name__}"}
     json_ref = ref if json_variant is None else \
         {"oneOf": [ref, {"$ref": f"#/components/schemas/{json_variant.__name__}"}]}
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": json_ref},
-                                                          "multipart/form-data": {"schema": ref}}}}
+                                                          "multipart/form-data": {"schema": form_ref(schema)}}}}
 
 
 async def _read(request: Request, schema, variant=None):

@@ -79,9 +79,47 @@ class GenerationParams:
         return self
 
 
-def _ranged(name: str, description: str | None = None):
+def shown(value) -> str:
+    """A default or a bound as a description states it."""
+    if value is None or isinstance(value, (bool, int)):
+        return "unset" if value is None else str(value).lower()
+    return f"{value:g}"
+
+
+def _span(name: str) -> str:
     low, high = RANGES[name]
-    return Field(None, ge=low, le=high, description=description)
+    return f"{shown(low)} to {shown(high)}"
+
+
+# what each generation field does and its hard range; request schemas add the server's limits
+MEANINGS = {
+    "max_new_tokens": f"tokens to generate at most (EOS included), 1 to {MAX_NEW_TOKENS}",
+    "min_new_tokens": "tokens to generate at least (EOS is held back until then), 0 to max_new_tokens",
+    "num_beams": f"beam search width (1: greedy or sampling), 1 to {MAX_BEAMS}; not with do_sample",
+    "length_penalty": f"beam search: a beam's log-probability is divided by its length to this power, "
+                      f"{_span('length_penalty')}",
+    "do_sample": "sample the tokens instead of picking the likeliest (greedy or beam search)",
+    "top_p": "sampling: keep the likeliest tokens that hold this much probability, in (0, 1]",
+    "top_k": f"sampling: keep the k likeliest tokens (0 disables it), {_span('top_k')}",
+    "temperature": f"sampling: logits are divided by it, {_span('temperature')}",
+    "seed": f"sampling: the random seed, for reproducible samples (unset: a fresh one each time), {_span('seed')}",
+    "repetition_penalty": f"penalty on tokens already generated (1: none), {_span('repetition_penalty')}",
+}
+
+
+def default_note(name: str, defaults: "GenerationParams | None" = None, where: str = "model.toml") -> str:
+    """'default: the model's (model.toml), else X', X the field's value in `defaults`."""
+    value = getattr(defaults or GenerationParams(), name)
+    return f"default: the model's ({where}), else {shown(value)}"
+
+
+def _option(name: str, **limits):
+    return Field(None, description=f"{MEANINGS[name]}; {default_note(name)}", **limits)
+
+
+def _ranged(name: str):
+    low, high = RANGES[name]
+    return _option(name, ge=low, le=high)
 
 
 class GenerationOptions(BaseModel):
@@ -90,13 +128,13 @@ class GenerationOptions(BaseModel):
     Upper limits of max_new_tokens and num_beams are the server's (validate's arguments)."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-    max_new_tokens: int | None = Field(None, ge=1, description="tokens to generate at most (EOS included)")
-    min_new_tokens: int | None = Field(None, ge=0)
-    num_beams: int | None = Field(None, ge=1)
+    max_new_tokens: int | None = _option("max_new_tokens", ge=1)
+    min_new_tokens: int | None = _option("min_new_tokens", ge=0)
+    num_beams: int | None = _option("num_beams", ge=1)
     length_penalty: float | None = _ranged("length_penalty")
-    do_sample: bool | None = None
-    top_p: float | None = Field(None, gt=0, le=1)
-    top_k: int | None = _ranged("top_k", "0 disables it")
+    do_sample: bool | None = _option("do_sample")
+    top_p: float | None = _option("top_p", gt=0, le=1)
+    top_k: int | None = _ranged("top_k")
     temperature: float | None = _ranged("temperature")
     seed: int | None = _ranged("seed")
     repetition_penalty: float | None = _ranged("repetition_penalty")
