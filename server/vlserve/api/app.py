@@ -21,6 +21,8 @@ from .openai_front import openai_models
 from .openapi_doc import build_openapi
 from .chat_front import router as chat_router
 from .kserve_front import router as kserve_router
+from .playground import mount_static
+from .playground import router as playground_router
 from .rerank_front import router as rerank_router
 from .routes import router
 
@@ -63,6 +65,8 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
     app.include_router(rerank_router)
     app.include_router(chat_router)
     app.include_router(kserve_router)
+    app.include_router(playground_router)
+    mount_static(app)
 
     started = int(time.time())
 

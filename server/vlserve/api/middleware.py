@@ -26,6 +26,7 @@ import uuid
 from ..errors import NotReadyError, PayloadTooLargeError, RequestTimeoutError, UnauthorizedError, UnavailableError
 from .docs_pages import DOCS_ASSETS
 from .errors import error_response, status_of
+from .playground import is_page
 
 log = logging.getLogger("vlserve.api")
 
@@ -140,7 +141,8 @@ class RequestGuard:
         """The error that answers this request before it runs, if any."""
         settings = self.gateway.settings
         key = settings.api_key
-        needs_key = key is not None and path not in PROBES and (settings.auth_metrics_and_docs or not is_admin(path))
+        needs_key = (key is not None and path not in PROBES and not is_page(path)  # the page asks with the key
+                     and (settings.auth_metrics_and_docs or not is_admin(path)))
         headers = dict(scope.get("headers") or [])
         if needs_key and not _key_matches(headers, key.get_secret_value()):
             return UnauthorizedError("missing or wrong API key (send 'Authorization: Bearer <key>')")
