@@ -51,6 +51,14 @@ class Metrics:
         self.load_time = Gauge("vlserve_model_load_seconds", "time to load the model", ["model"], registry=r)
         self.in_flight = Gauge("vlserve_requests_in_flight", "requests being handled", registry=r)
         self.device_memory = Gauge("vlserve_device_memory_bytes", "CUDA memory allocated", ["device"], registry=r)
+        self.cache_hits = Counter("vlserve_image_cache_hits", "images whose vision states a request did not "
+                                  "encode itself (cached, or encoded by a concurrent request)", ["model"], registry=r)
+        self.cache_misses = Counter("vlserve_image_cache_misses", "images encoded by the vision graph with the image "
+                                    "cache on", ["model"], registry=r)
+        self.cache_evictions = Counter("vlserve_image_cache_evictions", "cached images evicted to stay within the "
+                                       "byte budget", ["model"], registry=r)
+        self.cache_bytes = Gauge("vlserve_image_cache_bytes", "bytes of vision states cached", ["model"], registry=r)
+        self.cache_entries = Gauge("vlserve_image_cache_entries", "images cached", ["model"], registry=r)
 
     def for_model(self, model: str) -> "ModelMetrics":
         return ModelMetrics(self, model)
@@ -95,7 +103,8 @@ class Metrics:
 
 
 class ModelMetrics:
-    """The hooks a DeviceWorker calls (from its own thread: prometheus-client is thread-safe)."""
+    """The hooks a DeviceWorker (from its own thread: prometheus-client is thread-safe) and the
+    model's image cache call."""
 
     def __init__(self, metrics: Metrics, model: str):
         self.m, self.model = metrics, model
@@ -116,3 +125,20 @@ class ModelMetrics:
     @_safe
     def generated(self, tokens: int) -> None:
         self.m.tokens.labels(self.model).inc(tokens)
+
+    @_safe
+    def cache_hits(self, n: int) -> None:
+        self.m.cache_hits.labels(self.model).inc(n)
+
+    @_safe
+    def cache_misses(self, n: int) -> None:
+        self.m.cache_misses.labels(self.model).inc(n)
+
+    @_safe
+    def cache_evictions(self, n: int) -> None:
+        self.m.cache_evictions.labels(self.model).inc(n)
+
+    @_safe
+    def cache_size(self, nbytes: int, entries: int) -> None:
+        self.m.cache_bytes.labels(self.model).set(nbytes)
+        self.m.cache_entries.labels(self.model).set(entries)

@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     max_queue_delay_ms: float = Field(5.0, ge=0, description="how long a batch waits to fill")
     max_queue_size: int = Field(512, ge=1, description="examples queued per graph before 503")
     max_decode_rows: int = Field(64, ge=1, description="sequences (beams included) decoded together")
+    image_cache_bytes: int = Field(256 * MiB, ge=0, description="bytes of vision states kept per model, so "
+                                   "tasks on the same image encode it once; 0 = off")
 
     # ONNX Runtime, for the graphs a model.toml puts on runtime "onnx"
     ort_providers: str = Field("auto", description="auto (TensorRT/CUDA with onnxruntime-gpu on a CUDA device, "

@@ -25,7 +25,8 @@ def metric(text: str, name: str, **labels) -> float:
 
 
 async def test_concurrent_requests_batch_and_match_single_runs(repo):
-    settings = Settings(model_repo=repo, max_queue_delay_ms=50, max_images=4)
+    # the image cache off: the solo runs must encode again to be compared with the batched ones
+    settings = Settings(model_repo=repo, max_queue_delay_ms=50, max_images=4, image_cache_bytes=0)
     async with Live(settings) as live:
         imgs = images(6)
         bodies = [{"model": "toy", "images": [im], "num_beams": 1 + i % 2} for i, im in enumerate(imgs)]

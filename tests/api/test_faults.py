@@ -201,7 +201,8 @@ async def test_a_dying_worker_answers_each_request_once_and_the_model_stays_fail
             if model.worker.decoders.running:
                 break
         monkeypatch.setattr(model.engine, "encode_images", dying)
-        dead = await live.client.post("/v1/embeddings", json={"model": "solo", "images": images(1)})
+        fresh = images(3)[2:]  # not one of the cached images: its vision batch runs, and dies
+        dead = await live.client.post("/v1/embeddings", json={"model": "solo", "images": fresh})
         responses = [dead] + list(await decoding)
         assert [r.status_code for r in responses] == [500] * 3  # each in-flight request: one answer
         assert all(r.json()["error"]["type"] == "model_failed" for r in responses)

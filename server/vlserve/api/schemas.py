@@ -269,7 +269,8 @@ class ModelInfo(BaseModel):
     device: str | None = None
     dtype: str | None = None
     runtimes: dict[str, str] | None = Field(None, description="per graph: torch or onnx")
-    details: dict | None = Field(None, description="family-specific facts (attention backend, ...)")
+    details: dict | None = Field(None, description="family-specific facts (attention backend, ...) and "
+                                 "image_cache: its budget_bytes, bytes and entries")
     load_seconds: float | None = None
 
 

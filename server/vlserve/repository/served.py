@@ -14,6 +14,7 @@ from ..engine.family import Capabilities, EngineOptions, FamilyEngine
 from ..engine.generation.params import GenerationParams
 from ..engine.onnx.runtime import OrtOptions
 from ..errors import CheckpointError, ModelFailedError, NotReadyError
+from ..scheduling.image_cache import ImageStateCache
 from ..scheduling.runner import ScheduledRunner
 from ..scheduling.worker import DeviceWorker, Limits
 from ..settings import Settings
@@ -46,6 +47,7 @@ class ServedModel:
     error: str | None = None
     engine: FamilyEngine | None = None
     worker: DeviceWorker | None = None
+    image_cache: ImageStateCache | None = None
     load_seconds: float | None = None
     capabilities: Capabilities = field(default_factory=lambda: Capabilities(tasks=()))
     caption_defaults: GenerationParams = defaults.CAPTION
@@ -74,6 +76,8 @@ class ServedModel:
             self.capabilities = self._narrowed(engine.capabilities)
             self.caption_defaults = defaults.CAPTION.replace(**spec.generation.caption.given()).validate()
             self.vqa_defaults = defaults.VQA.replace(**spec.generation.vqa.given()).validate()
+            budget = spec.image_cache_bytes if spec.image_cache_bytes is not None else settings.image_cache_bytes
+            self.image_cache = ImageStateCache(budget, self.name, metrics.for_model(self.name))
             self.worker = DeviceWorker(engine, limits, metrics.for_model(self.name), self.name,
                                        on_death=self._worker_died).start()
             self.engine = engine
@@ -108,7 +112,7 @@ class ServedModel:
             raise ModelFailedError(f"model '{self.name}' {self.state}: {self.error}", param="model")
         if self.state != "ready":
             raise NotReadyError(f"model '{self.name}' is {self.state}", param="model")
-        return ScheduledRunner(self.worker, deadline, pool)
+        return ScheduledRunner(self.worker, deadline, pool, self.image_cache)
 
     def task_model(self, deadline: float, pool=None) -> TaskModel:
         return TaskModel(self.name, self.runner(deadline, pool), self.capabilities)
@@ -129,10 +133,12 @@ class ServedModel:
             "device": str(engine.device) if engine else self.spec.device,
             "dtype": str(engine.dtype).removeprefix("torch.") if engine else self.spec.dtype,
             "runtimes": {g: engine.runtime(g) for g in caps.graphs} if engine else None,
-            "details": engine.describe() if engine else None,
+            "details": {**engine.describe(), "image_cache": self.image_cache.describe()} if engine else None,
             "load_seconds": self.load_seconds,
         }
 
     def stop(self) -> None:
         if self.worker is not None:
             self.worker.stop()
+        if self.image_cache is not None:
+            self.image_cache.clear()

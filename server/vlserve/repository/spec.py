@@ -15,6 +15,7 @@ defaults: its name is the folder's name, its family is the one that claims the f
     vision = "onnx"                     # torch | onnx; likewise text and fusion (decoders are torch only)
     onnx_dir = "onnx"                   # the ONNX files, under the model folder unless absolute;
                                         # exported on first load when absent or stale
+    image_cache_bytes = 268435456       # vision states kept for repeated images; 0 = off
     [batching]
     max_batch_size = 32
     max_queue_delay_ms = 5
@@ -95,6 +96,7 @@ class ModelSpec(_Strict):
     dtype: str | None = None
     attention: str | None = None
     runtime: Runtime | GraphRuntimes = "torch"
+    image_cache_bytes: int | None = Field(None, ge=0)  # None: the server's setting
     batching: Batching = Batching()
     generation: Generation = Generation()
     vqa: Vqa = Vqa()

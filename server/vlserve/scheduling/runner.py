@@ -4,7 +4,8 @@
 calls from concurrent requests share batches; `DirectRunner` (the Python API) calls the
 engine inline. Both cut an input larger than `max_batch_size` examples into pieces and
 keep at most WINDOW pieces of one call queued at a time, so a huge request runs as
-bounded batches beside everyone else's work, never as one giant batch.
+bounded batches beside everyone else's work, never as one giant batch. With a model's
+ImageStateCache, `encode_images` encodes only the images the cache does not hold.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import contextvars
 
 from ..engine.family import DecoderGraph, FamilyEngine, Source
 from ..engine.generation.loop import generate
+from .image_cache import ImageStateCache
 from .ops import OPS, Pairs
 from .worker import DeviceWorker, Limits
 
@@ -23,6 +25,7 @@ WINDOW = 4  # pieces of one call in flight at once
 class Runner:
     engine: FamilyEngine
     max_batch_size: int
+    image_cache: ImageStateCache | None = None
 
     async def _run(self, op: str, inputs, size: int):
         """One piece (at most max_batch_size examples) of an op's input -> its output."""
@@ -54,7 +57,11 @@ class Runner:
     # -- the operations ------------------------------------------------------------------
 
     async def encode_images(self, pixels):
-        return await self._call("vision", pixels)
+        cache = self.image_cache
+        if cache is None or not cache.enabled:
+            return await self._call("vision", pixels)
+        keys = await self.offload(cache.keys, pixels)  # hashing megabytes of pixels: off the event loop
+        return await cache.encode(pixels, keys, lambda part: self._call("vision", part))
 
     async def image_embeddings(self, states):
         return await self._call("image_embed", states)
@@ -80,8 +87,9 @@ class Runner:
 
 
 class ScheduledRunner(Runner):
-    def __init__(self, worker: DeviceWorker, deadline: float, pool=None):
+    def __init__(self, worker: DeviceWorker, deadline: float, pool=None, image_cache: ImageStateCache | None = None):
         self.worker = worker
+        self.image_cache = image_cache  # the model's, shared by every request
         self.engine = worker.engine
         self.max_batch_size = worker.limits.max_batch_size
         self.deadline = deadline
