@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     # model defaults (model.toml overrides)
     device: str = Field("auto", description="auto = cuda when available, else cpu")
     dtype: str = "float32"
+    precision: Literal["fp32", "bf16", "int8"] | None = Field(
+        None, description="every model's precision unless its model.toml sets precision or dtype; "
+        "int8: float32 with int8 linear layers where they pay (CPU); unset: dtype")
     attention: str = Field("auto", description="auto | eager | sdpa | triton")
     max_batch_size: int = Field(32, ge=1, description="examples per encoder batch")
     max_queue_delay_ms: float = Field(5.0, ge=0, description="how long a batch waits to fill")

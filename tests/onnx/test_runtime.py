@@ -62,3 +62,30 @@ def test_thread_settings_from_the_environment(monkeypatch):
     s = Settings()
     assert (s.ort_intra_op_threads, s.ort_optimization, s.ort_providers, s.ort_spinning) == (3, "extended", "auto",
                                                                                             False)
+
+
+def test_precision_sets_the_dtype_and_the_int8_graphs(tmp_path):
+    settings = Settings()
+    assert spec(tmp_path, "").resolved_precision(settings) == ("float32", ())
+    assert spec(tmp_path, 'dtype = "bfloat16"\n').resolved_precision(settings) == ("bfloat16", ())
+    assert spec(tmp_path, 'precision = "bf16"\n').resolved_precision(settings) == ("bfloat16", ())
+    default = ("float32", ("vision", "decoder"))
+    assert spec(tmp_path, 'precision = "int8"\n').resolved_precision(settings) == default
+    onnx = spec(tmp_path, 'precision = "int8"\nruntime = "onnx"\n')
+    assert onnx.resolved_precision(settings) == ("float32", ("vision", "decoder", "text", "fusion"))
+    chosen = spec(tmp_path, 'precision = "int8"\nint8_graphs = ["decoder"]\n')
+    assert chosen.resolved_precision(settings) == ("float32", ("decoder",))
+    # the server's precision applies where model.toml says neither precision nor dtype
+    assert spec(tmp_path, "").resolved_precision(Settings(precision="int8")) == default
+    assert spec(tmp_path, 'dtype = "bfloat16"\n').resolved_precision(Settings(precision="int8")) == ("bfloat16", ())
+
+
+@pytest.mark.parametrize("toml, message", [
+    ('precision = "int8"\ndtype = "float32"\n', "precision or dtype"),
+    ('int8_graphs = ["decoder"]\n', "int8_graphs needs"),
+    ('precision = "int4"\n', "precision"),
+    ('precision = "int8"\nint8_graphs = ["visoin"]\n', "int8_graphs"),
+])
+def test_precision_mistakes_are_named(tmp_path, toml, message):
+    with pytest.raises(CheckpointError, match=message):
+        spec(tmp_path, toml)

@@ -268,7 +268,8 @@ class ModelInfo(BaseModel):
     capabilities: CapabilitiesOut | None = None
     device: str | None = None
     dtype: str | None = None
-    runtimes: dict[str, str] | None = Field(None, description="per graph: torch or onnx")
+    runtimes: dict[str, str] | None = Field(None, description="per graph: torch or onnx, with -int8 when its "
+                                            "linear layers run in int8")
     details: dict | None = Field(None, description="family-specific facts (attention backend, ...) and "
                                  "image_cache: its budget_bytes, bytes and entries")
     load_seconds: float | None = None

@@ -62,6 +62,9 @@ class EngineOptions:
     onnx_graphs: tuple[str, ...] = ()
     onnx_dir: str | None = None  # None: <model folder>/onnx; relative paths are under the model folder
     ort: OrtOptions = field(default_factory=OrtOptions)
+    # torch graphs whose linear layers run in int8 (models/int8.py; CPU only); the family maps
+    # graph names to its modules, and graphs it lacks are ignored
+    int8_graphs: tuple[str, ...] = ()
 
 
 class Source(NamedTuple):
@@ -307,6 +310,11 @@ def derive_capabilities(engine: FamilyEngine, *, embedding_dim: int | None, max_
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
           "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+
+
+def check_int8(options: EngineOptions, device: torch.device) -> None:
+    if options.int8_graphs and device.type != "cpu":
+        raise ValueError(f"int8 linear layers run on the CPU only (this model is on {device}); use bfloat16 there")
 
 
 def resolve_dtype(dtype) -> torch.dtype:

@@ -69,9 +69,11 @@ class ServedModel:
             ort = OrtOptions(providers=settings.ort_providers, intra_op_threads=settings.ort_intra_op_threads,
                              optimization=settings.ort_optimization, spinning=settings.ort_spinning,
                              max_batch=max(limits.max_batch_size, settings.max_images))
-            options = EngineOptions(device=spec.resolved_device(settings), dtype=spec.dtype or settings.dtype,
+            dtype, int8_graphs = spec.resolved_precision(settings)
+            options = EngineOptions(device=spec.resolved_device(settings), dtype=dtype,
                                     attention=spec.attention or settings.attention, max_pixels=settings.max_pixels,
-                                    onnx_graphs=spec.onnx_graphs(), onnx_dir=spec.onnx_dir, ort=ort)
+                                    onnx_graphs=spec.onnx_graphs(), onnx_dir=spec.onnx_dir, ort=ort,
+                                    int8_graphs=int8_graphs)
             engine = registry.family(spec.family).load(spec.folder, options, spec.family_options)
             self.capabilities = self._narrowed(engine.capabilities)
             self.caption_defaults = defaults.CAPTION.replace(**spec.generation.caption.given()).validate()

@@ -49,6 +49,8 @@ class Beit3Engine(FamilyEngine):
         self.options = options
         self.device = torch.device(options.device)
         self.dtype = resolve_dtype(options.dtype)
+        if options.int8_graphs:
+            raise ValueError("precision int8 is served for BLIP models only so far; use fp32 or bf16 for BEiT-3")
         loaded = load_beit3(self.folder, heads=beit3.heads, eps=beit3.layernorm_eps, device=self.device,
                             dtype=self.dtype)
         self.model, self.answers = loaded.model, loaded.answers

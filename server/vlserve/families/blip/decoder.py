@@ -20,7 +20,7 @@ class BlipDecoderGraph:
         if cross_mode not in MODES:
             raise ValueError(f"cross_mode must be one of {MODES}, got {cross_mode!r}")
         cfg = decoder.bert.config
-        weight = decoder.cls.predictions.decoder.weight
+        weight = decoder.bert.embeddings.word_embeddings.weight  # float even when the linears are int8
         self.decoder, self.cross_mode, self.eos_id = decoder, cross_mode, eos_id
         self.layers, self.heads = cfg.num_hidden_layers, cfg.num_attention_heads
         self.head_dim = cfg.hidden_size // cfg.num_attention_heads

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict
 
 from ...engine.family import (AnswerGenerator, AnswerRanker, Captioner, EngineOptions, FamilyEngine, Matcher,
-                              Source, derive_capabilities, resolve_dtype)
+                              Source, check_int8, derive_capabilities, resolve_dtype)
 from ...engine.images import ImageProcessor
 from ...models.attention import make_backend
 from .cross import MODES
@@ -75,7 +75,11 @@ class BlipEngine(FamilyEngine):
 
             out = self.folder / (options.onnx_dir or "onnx")
             self.onnx = OnnxEncoders(self.model, self.folder, options.onnx_graphs, out, self.device, self.dtype,
-                                     options.ort)
+                                     options.ort, int8=options.int8_graphs)
+        check_int8(options, self.device)  # after the ONNX export, which needs the float modules
+        onnx_run = self.onnx.sessions if self.onnx is not None else {}
+        torch_int8 = self.model.quantize_int8(tuple(g for g in options.int8_graphs if g not in onnx_run))
+        self.int8_graphs = torch_int8 + (self.onnx.int8 if self.onnx is not None else ())
 
     # -- what this checkpoint serves ------------------------------------------------------
 
@@ -100,9 +104,13 @@ class BlipEngine(FamilyEngine):
             self, embedding_dim=cfg.image_text_hidden_size if "text" in self.graphs else None,
             max_text_tokens=cfg.text.max_position_embeddings, image_size=self.processor.size, graphs=self.graphs)
 
+    def _on_onnx(self, graph: str) -> bool:
+        return self.onnx is not None and graph in self.onnx
+
     def runtime(self, graph: str) -> str:
-        """Which runtime runs a graph: "onnx" or "torch"."""
-        return "onnx" if self.onnx is not None and graph in self.onnx else "torch"
+        """Which runtime runs a graph: "torch" or "onnx", "-int8" when its linear layers are int8."""
+        runtime = "onnx" if self._on_onnx(graph) else "torch"
+        return runtime + "-int8" if graph in self.int8_graphs else runtime
 
     def describe(self) -> dict:
         return {"attention": self.backend.name, "cross_attention": self.cross_mode,
@@ -122,7 +130,7 @@ class BlipEngine(FamilyEngine):
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
         """`vision`: (B, 3, S, S) -> (B, 1 + N, Dv) on the engine's device."""
         pixels = pixels.to(self.device, self.dtype)
-        if self.runtime("vision") == "onnx":
+        if self._on_onnx("vision"):
             return self.onnx.vision(pixels).to(self.device)
         return self.model.encode_images(pixels)
 
@@ -134,7 +142,7 @@ class BlipEngine(FamilyEngine):
     def text_embeddings(self, texts: list[str]) -> torch.Tensor:
         """`text`: normalised ITC embeddings (B, E) float32."""
         ids, mask = self.tokenizer.encode_batch(texts)
-        if self.runtime("text") == "onnx":
+        if self._on_onnx("text"):
             return self.onnx.text(ids, mask).to(self.device).float()
         return self.model.text_embeddings(ids.to(self.device), mask.to(self.device)).float()
 
@@ -142,7 +150,7 @@ class BlipEngine(FamilyEngine):
     def match(self, states: torch.Tensor, texts: list[str]) -> torch.Tensor:
         """`fusion` + ITM head: match probability (B,) for pairs (states[i], texts[i])."""
         ids, mask = self.tokenizer.encode_batch(texts, first_token=self.fusion_first_id)
-        if self.runtime("fusion") == "onnx":
+        if self._on_onnx("fusion"):
             logits = self.onnx.fusion(states, ids, mask)[1].to(self.device)
         else:
             logits = self.model.itm_logits(states, ids.to(self.device), mask.to(self.device))
@@ -163,7 +171,7 @@ class BlipEngine(FamilyEngine):
     def question_sources(self, states: torch.Tensor, questions: list[str]) -> list[Source]:
         """`fusion`: each question's states (Lq, Dt) grounded in its image."""
         ids, mask = self.tokenizer.encode_batch(questions, first_token=self.fusion_first_id, param="questions")
-        if self.runtime("fusion") == "onnx":
+        if self._on_onnx("fusion"):
             hidden = self.onnx.fusion(states, ids, mask)[0].to(self.device)
         else:
             hidden = self.model.fuse(states, ids.to(self.device), mask.to(self.device))

@@ -17,6 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ...models.attention import AttentionBackend
+from ...models.int8 import quantize_linears
 from .config import BlipConfig
 from .text import TextDecoder, TextTransformer
 from .vision import VisionTransformer
@@ -45,6 +46,11 @@ class Components:
         return tuple(graphs)
 
 
+def _absorbed_kv(name: str) -> bool:
+    """The decoder's absorbed cross-attention (cross.py) reads these weights themselves."""
+    return name.endswith(("crossattention.self.key", "crossattention.self.value"))
+
+
 class Blip(nn.Module):
     def __init__(self, config: BlipConfig, components: Components):
         super().__init__()
@@ -58,6 +64,20 @@ class Blip(nn.Module):
         self.text_proj = nn.Linear(config.text.hidden_size, e) if components.projections else None
         self.itm_head = nn.Linear(config.text.hidden_size, 2) if components.itm_head else None
         self.text_decoder = TextDecoder(config.text) if components.text_decoder else None
+
+    def quantize_int8(self, graphs: tuple[str, ...]) -> tuple[str, ...]:
+        """int8 linear layers for the named graphs' modules (text and fusion share the text
+        encoder); the projections and the ITM head stay float. Returns the graphs now int8."""
+        modules = {"vision": self.vision, "text": self.text_encoder, "fusion": self.text_encoder,
+                   "decoder": self.text_decoder}
+        done = set()
+        for graph in graphs:
+            module = modules.get(graph)
+            if module is None or graph not in self.components.graphs:
+                continue
+            quantize_linears(module, keep=_absorbed_kv if module is self.text_decoder else lambda name: False)
+            done.update(g for g, m in modules.items() if m is module and g in self.components.graphs)
+        return tuple(g for g in self.components.graphs if g in done)
 
     def set_attention_backend(self, backend: AttentionBackend) -> None:
         for module in self.modules():

@@ -205,7 +205,7 @@ class LMPredictions(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.transform(x)
-        if x.dim() == 2 and x.device.type == "cpu":
+        if x.dim() == 2 and x.device.type == "cpu" and isinstance(self.decoder, nn.Linear):  # not int8
             # decode steps: a few rows against the whole vocabulary; CPU BLAS streams the
             # (V, D) matrix faster as W @ xᵀ than as x @ Wᵀ (measured 1.5x for BLIP's 30k vocab)
             return torch.mm(self.decoder.weight, x.T).T + self.decoder.bias

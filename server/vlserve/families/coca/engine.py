@@ -53,6 +53,8 @@ class CocaEngine(FamilyEngine):
         self.options = options
         self.device = torch.device(options.device)
         self.dtype = resolve_dtype(options.dtype)
+        if options.int8_graphs:
+            raise ValueError("precision int8 is served for BLIP models only so far; use fp32 or bf16 for CoCa")
         loaded = load_coca(self.folder, architecture=coca.architecture, device=self.device, dtype=self.dtype)
         self.model = loaded.model
         self.backend = make_backend(options.attention, self.device)

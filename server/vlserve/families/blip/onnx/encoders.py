@@ -10,6 +10,7 @@ import torch
 from ..model import Blip
 from .export import ensure_exports
 from .graphs import ENCODER_GRAPHS, graph_spec
+from ....engine.onnx.quantize import ensure_int8
 from ....engine.onnx.runtime import OrtGraph, OrtOptions
 
 
@@ -17,13 +18,15 @@ class OnnxEncoders:
     """Sessions for the listed graphs that the checkpoint holds, exported first where missing."""
 
     def __init__(self, model: Blip, folder: Path, graphs, out: Path, device: torch.device, dtype: torch.dtype,
-                 options: OrtOptions = OrtOptions()):
+                 options: OrtOptions = OrtOptions(), int8: tuple[str, ...] = ()):
         unknown = sorted(set(graphs) - set(ENCODER_GRAPHS))
         if unknown:
             raise ValueError(f"only the encoder graphs ({', '.join(ENCODER_GRAPHS)}) run on ONNX Runtime, "
                              f"not {', '.join(unknown)}")
         names = [g for g in ENCODER_GRAPHS if g in graphs and g in model.components.graphs]
         paths = ensure_exports(model, folder, names, out, dtype)
+        paths.update({g: ensure_int8(paths[g]) for g in names if g in int8})
+        self.int8 = tuple(g for g in names if g in int8)
         cache = out / "trt-cache" if os.access(out, os.W_OK) else None
         max_length = model.config.text.max_position_embeddings
         self.sessions = {g: OrtGraph(paths[g], graph_spec(model, g), device, options, max_length, cache)

@@ -5,19 +5,14 @@ all three, measured interleaved in this run (the machine may be shared). ONNX Ru
 each graph optimisation level; `--int8` adds dynamic int8 quantisation of the ONNX graphs
 with its accuracy cost (ITC cosine drift here; caption agreement on blip-toy when trained).
 
-    python bench/onnx.py [--threads 2] [--repeats 3] [--int8] [--quick]
+    python bench/onnx_graphs.py [--threads 2] [--repeats 3] [--int8] [--quick]
 
 --quick: a tiny architecture and one repeat, to prove the script works.
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
-
-# this file is named onnx.py: keep its folder behind site-packages so `import onnx` finds the package
-HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE] + [str(HERE)]
 
 import argparse  # noqa: E402
 import dataclasses  # noqa: E402
@@ -32,6 +27,7 @@ from vlserve.families.blip.engine import BlipEngine, EngineOptions  # noqa: E402
 from vlserve.families.blip.saver import save_blip  # noqa: E402
 from vlserve.families.blip.onnx.export import export_graphs, file_name, missing_exports  # noqa: E402
 from vlserve.families.blip.onnx.graphs import graph_spec  # noqa: E402
+from vlserve.engine.onnx.quantize import ensure_int8  # noqa: E402
 from vlserve.engine.onnx.runtime import LEVELS, OrtGraph, OrtOptions  # noqa: E402
 from vlserve.families.blip.tokenizer import wordpiece_tokenizer  # noqa: E402
 from vlserve.families.blip.config import preset  # noqa: E402
@@ -59,14 +55,6 @@ def quick_folder(folder: Path) -> Path:
     return folder
 
 
-def quantize(src: Path, dst: Path) -> Path:
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    if not dst.is_file():
-        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
-    return dst
-
-
 def cosine_drift(a: torch.Tensor, b: torch.Tensor) -> dict:
     cos = F.cosine_similarity(a.float(), b.float(), dim=-1)
     return {"mean_1_minus_cos": float((1 - cos).mean()), "max_1_minus_cos": float((1 - cos).max())}
@@ -83,9 +71,8 @@ def toy_caption_agreement(int8_dir: Path, threads: int) -> dict:
     if not (toy / "model.safetensors").is_file():
         return {"skipped": "model_repo/blip-toy has no trained weights"}
     ort = OrtOptions(intra_op_threads=threads)
-    onnx = BlipEngine(toy, EngineOptions(onnx_graphs=("vision",), onnx_dir=str(int8_dir), ort=ort))
-    int8 = quantize(int8_dir / file_name("vision", "float32"), int8_dir / "vision-int8.onnx")
-    onnx.onnx.sessions["vision"] = OrtGraph(int8, graph_spec(onnx.model, "vision"), onnx.device, ort)
+    onnx = BlipEngine(toy, EngineOptions(onnx_graphs=("vision",), onnx_dir=str(int8_dir), ort=ort,
+                                         int8_graphs=("vision",)))  # the server's precision = "int8" path
     images = []
     for scene, _ in generate(200, seed=7):
         buf = io.BytesIO()
@@ -138,7 +125,7 @@ def main():
     sessions = {g: {name: session(g, **opts) for name, opts in variants.items()} for g in GRAPHS}
     if args.int8:
         for g in GRAPHS:
-            sessions[g]["ort_int8"] = session(g, quantize(out / file_name(g, "float32"), out / f"{g}-int8.onnx"))
+            sessions[g]["ort_int8"] = session(g, ensure_int8(out / file_name(g, "float32")))
 
     import transformers
 
