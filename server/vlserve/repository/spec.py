@@ -92,8 +92,8 @@ Precision = Literal["fp32", "bf16", "int8"]
 PRECISION_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "int8": "float32"}
 GraphName = Literal["vision", "text", "fusion", "decoder"]
 # int8's default graphs, by measurement (bench/int8.py, BLIP-base at batch 8 on this workplace's
-# CPU): decoding 1.6x, the vision encoder 1.5x on torch (2.0x on ONNX Runtime, also the default for
-# every graph on it); text and fusion not measured yet, so float32 unless listed
+# CPU, two runs): decoding 1.3-1.6x, the vision encoder 1.4-1.5x on torch (2.1x on ONNX Runtime, also
+# the default for every graph on it); text and fusion not measured yet, so float32 unless listed
 INT8_TORCH_GRAPHS = ("vision", "decoder")
 
 
