@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from common import ROOT, interleaved, machine, save
+from common import ROOT, interleaved, machine, parse_run_args, save
 
 sys.path.insert(0, str(ROOT))
 with warnings.catch_warnings():
@@ -91,14 +91,8 @@ def unilm_captioner(ref, mask_id: int, beams: int, tokens: int) -> CaptioningHan
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--tokens", type=int, default=20)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--tasks", default="retrieval,vqa,caption")
-    ap.add_argument("--out", default=None)
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    args = parse_run_args(ap)
     root = Path(tempfile.mkdtemp(prefix="vlserve-bench-beit3-"))
     spm = train_spm(root / "beit3.spm")
     texts = TEXTS[: args.batch]

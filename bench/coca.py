@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from common import interleaved, machine, save
+from common import interleaved, machine, parse_run_args, save
 
 from vlserve.engine.generation.params import GenerationParams
 from vlserve.families.coca.config import ARCHITECTURES
@@ -53,13 +53,7 @@ def random_folder(folder: Path, arch: str) -> tuple[Path, torch.nn.Module]:
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--arch", default="coca_ViT-B-32")
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--tokens", type=int, default=20)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--out", default=None)
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    args = parse_run_args(ap)
     folder, ref = random_folder(Path(tempfile.gettempdir()) / f"vlserve-bench-{args.arch}", args.arch)
     eng = CocaEngine(folder)
     model = TaskModel("bench", DirectRunner(eng), eng.capabilities)

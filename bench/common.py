@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 import json
 import os
 import platform
@@ -42,6 +44,19 @@ def random_blip_folder(folder: Path, arch: str, components: Components, seed: in
     words = [f"w{i}" for i in range(200)]
     wordpiece_tokenizer(words).save(str(folder / "tokenizer.json"))
     return folder
+
+
+def parse_run_args(ap) -> "argparse.Namespace":
+    """The flags every model benchmark takes (batch, tokens, threads, repeats, out), parsed;
+    torch's thread count set from them."""
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--tokens", type=int, default=20)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    return args
 
 
 def interleaved(fns: dict, repeats: int, warmup: int = 1) -> dict:

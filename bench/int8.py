@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from common import ROOT, interleaved, machine, random_blip_folder, save
+from common import ROOT, interleaved, machine, parse_run_args, random_blip_folder, save
 
 from vlserve import Pipeline
 from vlserve.engine.generation.params import GenerationParams
@@ -126,13 +126,7 @@ def toy_agreement(threads: int, n: int = 200) -> dict:
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--tokens", type=int, default=20)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--out", default=None)
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    args = parse_run_args(ap)
     tmp = Path(tempfile.gettempdir())
     folder = random_blip_folder(tmp / "vlserve-bench-caption-base", "base", Components(text_decoder=True))
     engines = variants(folder, tmp / "vlserve-bench-int8-onnx", args.threads)
