@@ -1,9 +1,11 @@
-"""Serving under load: `vlserve serve` vs a naive FastAPI + transformers server (one
-generate per request, one at a time), same random-weight BLIP-base captioner, same
-machine, measured in this run. N concurrent clients each send requests back to back;
-reports throughput and p50/p99 latency per N and saves JSON.
+"""Serving under load, same random-weight BLIP-base captioner, same machine, all measured in
+this run: `vlserve serve` in float32 and with precision = "int8"; LitServe with transformers'
+generate and its own dynamic batching (bench/litserve_server.py, the peer a user would pick);
+a naive FastAPI + transformers server (one generate per request, one at a time). N concurrent
+clients each send requests back to back; reports throughput and p50/p99 latency per N and
+saves JSON.
 
-    python bench/serve_load.py [--clients 1 8 32] [--tokens 20] [--threads 2]
+    python bench/serve_load.py [--clients 1 8 32] [--tokens 20] [--threads 2] [--servers ...]
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ from PIL import Image
 from common import ROOT, machine, random_blip_folder, save
 
 from vlserve.families.blip.model import Components
+
+
+SERVERS = ("vlserve", "vlserve_int8", "litserve", "naive")
 
 
 def free_port() -> int:
@@ -93,18 +98,34 @@ def main():
     ap.add_argument("--tokens", type=int, default=20)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--min-requests", type=int, default=16)
+    ap.add_argument("--servers", nargs="+", default=list(SERVERS))
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
-    repo = Path(tempfile.gettempdir()) / "vlserve-bench-serve-repo"
-    folder = random_blip_folder(repo / "blip-base", "base", Components(text_decoder=True))
-    (folder / "model.toml").write_text("[batching]\nmax_batch_size = 32\nmax_queue_delay_ms = 10\n")
+    tmp = Path(tempfile.gettempdir())
+    folder = random_blip_folder(tmp / "vlserve-bench-serve-repo" / "blip-base", "base", Components(text_decoder=True))
+    batching = "[batching]\nmax_batch_size = 32\nmax_queue_delay_ms = 10\n"
+    (folder / "model.toml").write_text(batching)
+    int8_repo = tmp / "vlserve-bench-serve-repo-int8"
+    int8 = int8_repo / "blip-base"
+    int8.mkdir(parents=True, exist_ok=True)
+    for f in folder.iterdir():  # the same weights, another model.toml
+        if f.name != "model.toml" and not (int8 / f.name).exists():
+            (int8 / f.name).symlink_to(f)
+    (int8 / "model.toml").write_text('precision = "int8"\n' + batching)
     images = [image_b64(i) for i in range(16)]
-    env = {"OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": str(ROOT / "server")}
+    # the images repeat every 16 requests: vlserve's image cache would skip their vision pass,
+    # which the peers cannot; this benchmark measures the encoders and decoding, so it is off
+    env = {"OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": str(ROOT / "server"), "VLSERVE_IMAGE_CACHE_BYTES": "0"}
+    vlserve = [sys.executable, "-m", "vlserve.cli", "serve", "--port", "{port}", "--log-level", "warning",
+               "--model-repo"]
     servers = {
-        "vlserve": [sys.executable, "-m", "vlserve.cli", "serve", "--model-repo", str(repo), "--port", "{port}",
-                    "--log-level", "warning"],
+        "vlserve": vlserve + [str(folder.parent)],
+        "vlserve_int8": vlserve + [str(int8_repo)],
+        "litserve": [sys.executable, str(ROOT / "bench" / "litserve_server.py"), str(folder), "{port}",
+                     str(args.threads)],
         "naive": [sys.executable, str(ROOT / "bench" / "naive_server.py"), str(folder), "{port}", str(args.threads)],
     }
+    servers = {k: v for k, v in servers.items() if k in args.servers}
     results = {}
     for name, template in servers.items():
         port = free_port()
@@ -121,14 +142,20 @@ def main():
         finally:
             proc.terminate()
             proc.wait(60)
-    ratios = [{"clients": a["clients"], "throughput_ratio": a["throughput_rps"] / b["throughput_rps"],
-               "p99_ratio": a["p99_s"] / b["p99_s"]} for a, b in zip(results["vlserve"], results["naive"])]
+    base = "litserve" if "litserve" in results else "naive"
+    ratios = {name: [{"clients": a["clients"], "throughput_ratio": a["throughput_rps"] / b["throughput_rps"],
+                      "p99_ratio": a["p99_s"] / b["p99_s"]} for a, b in zip(runs, results[base])]
+              for name, runs in results.items() if name != base}
     path = save("serve_load-base-cpu", {"benchmark": "serve_load", "config": vars(args), "machine": machine(),
-                                         "results": results, "vlserve_vs_naive": ratios}, args.out)
-    print(f"{'clients':>8}{'vlserve rps':>13}{'naive rps':>11}{'ratio':>8}{'p99 vls':>9}{'p99 naive':>11}")
-    for a, b, r in zip(results["vlserve"], results["naive"], ratios):
-        print(f"{a['clients']:8}{a['throughput_rps']:13.2f}{b['throughput_rps']:11.2f}{r['throughput_ratio']:8.2f}"
-              f"{a['p99_s']:9.2f}{b['p99_s']:11.2f}")
+                                         "results": results, "baseline": base, f"vs_{base}": ratios}, args.out)
+    print(f"{'clients':>8}" + "".join(f"{n + ' rps':>18}{'p99':>7}" for n in results) + f"   (x = vs {base})")
+    for i, n_clients in enumerate(args.clients):
+        cells = ""
+        for name, runs in results.items():
+            r = runs[i]
+            x = f" {ratios[name][i]['throughput_ratio']:.2f}x" if name in ratios else "      "
+            cells += f"{r['throughput_rps']:12.2f}{x}{r['p99_s']:7.2f}"
+        print(f"{n_clients:8}{cells}")
     print(f"-> {path}")
 
 
