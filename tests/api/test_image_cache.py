@@ -64,7 +64,8 @@ async def test_concurrent_requests_for_a_new_image_encode_it_once(repo):
         out = await asyncio.gather(*(live.client.post("/v1/embeddings", json=b) for b in bodies))
         assert [r.status_code for r in out] == [200] * 3
         first = [r.json()["image_embeddings"][0] for r in out]
-        assert first[0] == first[1] == first[2]
+        # the same states; the embedding head may batch them with other rows (last-bit differences)
+        assert first[1] == pytest.approx(first[0], abs=1e-6) and first[2] == pytest.approx(first[0], abs=1e-6)
         assert vision_runs((await live.client.get("/metrics")).text) == 2  # two distinct images
 
 
