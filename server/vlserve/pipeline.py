@@ -107,16 +107,18 @@ class Pipeline:
                              candidates=candidates, mode=mode, top_k=top_k))
 
 
-def load_model(path: str | Path, *, device: str = "cpu", dtype: str = "float32", attention: str = "auto",
-               **family_options) -> Pipeline:
+def load_model(path: str | Path, *, device: str = "cpu", dtype: str = "float32", precision: str | None = None,
+               attention: str = "auto", **family_options) -> Pipeline:
     """Load a model folder (any family; its model.toml's family table, generation defaults
-    and answer list apply). Keyword options go to the family's table (e.g. BLIP's
-    cross_attention, fusion_first_token, prompt)."""
+    and answer list apply). `precision` (fp32 | bf16 | int8) replaces `dtype` when given.
+    Keyword options go to the family's table (e.g. BLIP's cross_attention, fusion_first_token,
+    prompt)."""
     folder = Path(path)
     spec = ModelSpec.from_folder(folder)
     family = registry.family(spec.family)
     table = (spec.family_options.model_dump() if spec.family_options is not None else {}) | family_options
-    engine = family.load(folder, EngineOptions(device=device, dtype=dtype, attention=attention),
+    dtype, int8 = spec.precision_options(precision) if precision is not None else (dtype, ())
+    engine = family.load(folder, EngineOptions(device=device, dtype=dtype, attention=attention, int8_graphs=int8),
                          family.options(table))
     return Pipeline(engine, spec.name, caption=defaults.CAPTION.replace(**spec.generation.caption.given()),
                     vqa=defaults.VQA.replace(**spec.generation.vqa.given()), answers=tuple(spec.vqa.answers))

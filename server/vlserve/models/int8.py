@@ -28,13 +28,23 @@ class Int8Linear(nn.Module):
 
     def __init__(self, linear: nn.Linear):
         super().__init__()
-        weight = linear.weight.detach().float()
-        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self._set(linear.weight, linear.bias)
+
+    @classmethod
+    def of(cls, weight: torch.Tensor, bias: torch.Tensor | None = None) -> "Int8Linear":
+        """From a raw (out, in) weight: the projections some checkpoints hold as parameters."""
+        self = cls.__new__(cls)
+        nn.Module.__init__(self)
+        self._set(weight, bias)
+        return self
+
+    def _set(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+        weight = weight.detach().float()
+        self.out_features, self.in_features = weight.shape
         q, scale = quantize_rows(weight)
         self.register_buffer("weight_int8_t", q.t().contiguous())  # (in, out): _int_mm's layout
         self.register_buffer("weight_scale", scale.view(1, -1))  # (1, out)
-        bias = linear.bias.detach().float() if linear.bias is not None else None
-        self.register_buffer("bias", bias)
+        self.register_buffer("bias", bias.detach().float() if bias is not None else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]

@@ -183,8 +183,12 @@ class ModelSpec(_Strict):
         if self.precision is None and self.dtype is not None:
             return self.dtype, ()
         precision = self.precision or settings.precision
-        if precision is None:
-            return settings.dtype, ()
+        return (settings.dtype, ()) if precision is None else self.precision_options(precision)
+
+    def precision_options(self, precision: str) -> tuple[str, tuple[str, ...]]:
+        """(dtype, int8 graphs) of a precision for this model (its int8_graphs, else the defaults)."""
+        if precision not in PRECISION_DTYPES:
+            raise ValueError(f"precision must be one of {', '.join(PRECISION_DTYPES)}, got {precision!r}")
         if precision != "int8":
             return PRECISION_DTYPES[precision], ()
         graphs = self.int8_graphs if self.int8_graphs is not None else INT8_TORCH_GRAPHS + self.onnx_graphs()

@@ -28,7 +28,7 @@ class Beit3CaptionGraph:
         self.model, self.eos_id, self.mask_id = model, eos_id, mask_id
         self.layers, self.heads, self.head_dim = cfg.layers, cfg.heads, cfg.head_dim
         self.max_positions = cfg.max_text_tokens - self.lookahead
-        weight = model.mlm_head.weight
+        weight = model.beit3.text_embed.weight  # float even when the linears are int8
         self.device, self.dtype = weight.device, weight.dtype
 
     def source_tensors(self, states: torch.Tensor) -> list[torch.Tensor]:

@@ -19,7 +19,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from ...engine.family import (AnswerClassifier, Captioner, EngineOptions, FamilyEngine, Source, derive_capabilities,
-                              resolve_dtype)
+                              check_int8, resolve_dtype)
 from ...engine.images import CropProcessor
 from ...errors import CheckpointError, InvalidInputError
 from ...models.attention import make_backend
@@ -49,14 +49,16 @@ class Beit3Engine(FamilyEngine):
         self.options = options
         self.device = torch.device(options.device)
         self.dtype = resolve_dtype(options.dtype)
-        if options.int8_graphs:
-            raise ValueError("precision int8 is served for BLIP models only so far; use fp32 or bf16 for BEiT-3")
         loaded = load_beit3(self.folder, heads=beit3.heads, eps=beit3.layernorm_eps, device=self.device,
                             dtype=self.dtype)
         self.model, self.answers = loaded.model, loaded.answers
         cfg = self.model.config
         self.backend = make_backend(options.attention, self.device)
         self.model.set_attention_backend(self.backend)
+        check_int8(options, self.device)
+        if set(options.int8_graphs) & {"vision", "text", "fusion", "decoder"}:
+            self.model.quantize_int8()  # one backbone: every graph goes int8 with it
+        self.int8 = bool(options.int8_graphs)
         if not (self.folder / SPM).is_file():
             raise CheckpointError(f"{self.folder}: no {SPM} (the XLM-R sentencepiece model unilm ships)")
         max_tokens = min(beit3.max_text_tokens, cfg.max_text_tokens)
@@ -68,6 +70,9 @@ class Beit3Engine(FamilyEngine):
         self.default_prompt = beit3.prompt
         if cfg.caption:
             self.caption_decoder = Beit3CaptionGraph(self.model, self.tokenizer.eos_id, self.tokenizer.mask_id)
+
+    def runtime(self, graph: str) -> str:
+        return "torch-int8" if self.int8 else "torch"
 
     def supports(self, capability: type) -> bool:
         cfg = self.model.config

@@ -21,6 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ...models.attention import AttentionBackend
+from ...models.int8 import Int8Linear, quantize_linears
 from .config import POSITION_OFFSET, Beit3Config
 from .multiway import Layer, Multiway
 
@@ -118,6 +119,15 @@ class Beit3Model(nn.Module):
     def pack(self) -> None:
         for layer in self.layers:
             layer.self_attn.pack()
+
+    def quantize_int8(self) -> None:
+        """int8 linear layers in every layer and the captioning head. One backbone runs every
+        graph, so they go int8 together; the retrieval and VQA heads stay float."""
+        for layer in self.layers:
+            layer.self_attn.quantize_int8()
+            quantize_linears(layer.ffn)
+        if self.config.caption:
+            self.mlm_head = Int8Linear(self.mlm_head)
 
     # -- embeddings -----------------------------------------------------------------------
 

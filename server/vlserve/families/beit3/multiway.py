@@ -21,6 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ...models.attention import AttentionBackend, SdpaAttention
+from ...models.int8 import Int8Linear, quantize_linears
 from .config import Beit3Config
 
 
@@ -71,6 +72,7 @@ class SelfAttention(nn.Module):
         self.inner_attn_ln = Multiway(lambda: nn.LayerNorm(d, eps=cfg.eps), d) if cfg.subln else None
         self.backend: AttentionBackend = SdpaAttention()
         self._packed: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._int8: dict[str, Int8Linear] = {}  # plain dicts: neither is in state_dict (the weights are)
 
     def pack(self) -> None:
         """Fuse each expert's q/k/v into one matmul; the three weights become views of the
@@ -84,7 +86,20 @@ class SelfAttention(nn.Module):
                 p.bias = nn.Parameter(b[i * self.dim:(i + 1) * self.dim], requires_grad=False)
             self._packed[e] = (w, b)
 
+    def quantize_int8(self) -> None:
+        """int8 for the fused q/k/v (or the three projections) and the output projection."""
+        if self._packed:
+            for e, (w, b) in self._packed.items():
+                fused = nn.Linear(w.shape[1], w.shape[0], device=w.device, dtype=w.dtype)
+                fused.weight, fused.bias = nn.Parameter(w, requires_grad=False), nn.Parameter(b, requires_grad=False)
+                self._int8[e] = Int8Linear(fused)
+            quantize_linears(self.out_proj)
+        else:
+            quantize_linears(self)
+
     def _expert_qkv(self, e: str) -> Callable:
+        if e in self._int8:
+            return self._int8[e]
         if e in self._packed:
             w, b = self._packed[e]
             return lambda x: F.linear(x, w, b)

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from ...models.activations import activation
 from ...models.attention import AttentionBackend, SdpaAttention
+from ...models.int8 import Int8Linear, quantize_linears
 from .config import LN_EPS
 
 
@@ -32,6 +33,15 @@ class Attention(nn.Module):
         self.in_proj_bias = nn.Parameter(torch.empty(3 * dim))
         self.out_proj = nn.Linear(dim, dim)
         self.backend: AttentionBackend = SdpaAttention()
+        self._int8: dict[str, Int8Linear] = {}  # quantize_int8's; not in state_dict (the float weights are)
+
+    def quantize_int8(self) -> None:
+        """int8 projections (models/int8.py): the fused q/k/v, each of them alone, and out_proj."""
+        w, b, d = self._weights(), self.in_proj_bias, self.dim
+        self._int8 = {name: Int8Linear.of(w[i], b[i * d:(i + 1) * d]) for i, name in enumerate("qkv")}
+        if self.packed:
+            self._int8["qkv"] = Int8Linear.of(self.in_proj_weight, b)
+        self.out_proj = Int8Linear(self.out_proj)
 
     def _weights(self):
         if self.packed:
@@ -43,10 +53,14 @@ class Attention(nn.Module):
         return x.view(b, n, self.heads, self.dim // self.heads).transpose(1, 2)  # (B, H, L, Dh)
 
     def q(self, x: torch.Tensor) -> torch.Tensor:
+        if self._int8:
+            return self._heads(self._int8["q"](x))
         w = self._weights()[0]
         return self._heads(F.linear(x, w, self.in_proj_bias[: self.dim]))
 
     def kv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._int8:
+            return self._heads(self._int8["k"](x)), self._heads(self._int8["v"](x))
         _, wk, wv = self._weights()
         b = self.in_proj_bias
         return (self._heads(F.linear(x, wk, b[self.dim: 2 * self.dim])),
@@ -57,7 +71,8 @@ class Attention(nn.Module):
         if not self.packed:
             return (self.q(x), *self.kv(x))
         b, n, _ = x.shape
-        qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias).view(b, n, 3, self.heads, self.dim // self.heads)
+        fused = self._int8["qkv"](x) if self._int8 else F.linear(x, self.in_proj_weight, self.in_proj_bias)
+        qkv = fused.view(b, n, 3, self.heads, self.dim // self.heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, H, L, Dh)
         return q, k, v
 
@@ -121,6 +136,13 @@ class Block(nn.Module):
     def attend_with(self, x: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
         """The block given its attention's context (B, H, L, Dh) (from a cache, or cross-attention)."""
         return self.feed_forward(x + self.ls_1(self.attn.merge(ctx)))
+
+
+def quantize_blocks(blocks) -> None:
+    """int8 attention projections and MLPs for these blocks (LayerNorms and LayerScale stay float)."""
+    for block in blocks:
+        block.attn.quantize_int8()
+        quantize_linears(block.mlp)
 
 
 class Transformer(nn.Module):

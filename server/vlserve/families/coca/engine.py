@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict
 
-from ...engine.family import Captioner, EngineOptions, FamilyEngine, Source, derive_capabilities, resolve_dtype
+from ...engine.family import (Captioner, EngineOptions, FamilyEngine, Source, check_int8, derive_capabilities,
+                              resolve_dtype)
 from ...engine.images import CLIP_MEAN, CLIP_STD, CropProcessor
 from ...errors import InvalidInputError
 from ...models.attention import make_backend
@@ -53,8 +54,6 @@ class CocaEngine(FamilyEngine):
         self.options = options
         self.device = torch.device(options.device)
         self.dtype = resolve_dtype(options.dtype)
-        if options.int8_graphs:
-            raise ValueError("precision int8 is served for BLIP models only so far; use fp32 or bf16 for CoCa")
         loaded = load_coca(self.folder, architecture=coca.architecture, device=self.device, dtype=self.dtype)
         self.model = loaded.model
         self.backend = make_backend(options.attention, self.device)
@@ -67,6 +66,11 @@ class CocaEngine(FamilyEngine):
             raise InvalidInputError(str(exc)) from None
         self.default_prompt = coca.prompt or ""
         self.caption_decoder = CocaDecoderGraph(self.model, self.tokenizer.eot_id)
+        check_int8(options, self.device)
+        self.int8_graphs = self.model.quantize_int8(options.int8_graphs)
+
+    def runtime(self, graph: str) -> str:
+        return "torch-int8" if graph in self.int8_graphs else "torch"
 
     def supports(self, capability: type) -> bool:
         return capability is Captioner

@@ -17,7 +17,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .blocks import Block, Transformer, layer_norm
+from ...models.int8 import Int8Linear
+from .blocks import Block, Transformer, layer_norm, quantize_blocks
 from .config import CocaConfig
 
 
@@ -88,13 +89,19 @@ class MultimodalDecoder(nn.Module):
         self.cross_attn = nn.ModuleList(Block(m.width, m.heads, 4.0, act, ls, cross=True) for _ in range(m.layers))
         self.ln_final = layer_norm(m.width)
         self.text_projection = nn.Parameter(torch.empty(m.width, m.vocab_size))
+        self.int8_head: Int8Linear | None = None
 
     def image_kv(self, tokens: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Each layer's cross-attention keys/values (S, H, N, Dh) over image tokens (S, N, D)."""
         return [block.attn.kv(block.ln_1_kv(tokens)) for block in self.cross_attn]
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
+        if self.int8_head is not None:
+            return self.int8_head(self.ln_final(x))
         return self.ln_final(x) @ self.text_projection
+
+    def quantize_int8(self) -> None:
+        self.int8_head = Int8Linear.of(self.text_projection.t())  # (V, D): the vocabulary projection
 
 
 class Coca(nn.Module):
@@ -109,6 +116,21 @@ class Coca(nn.Module):
         self.text = TextTower(config)
         self.text_decoder = MultimodalDecoder(config)
         self.logit_scale = nn.Parameter(torch.empty(()))
+
+    def quantize_int8(self, graphs: tuple[str, ...]) -> tuple[str, ...]:
+        """int8 linear layers for the named graphs. The decoder runs the text tower's blocks
+        before its own, so text and decoder go int8 together. Returns the graphs now int8."""
+        done = []
+        if "vision" in graphs:
+            quantize_blocks(self.visual.transformer.resblocks)
+            done.append("vision")
+        if {"text", "decoder"} & set(graphs):
+            quantize_blocks(self.text.transformer.resblocks)
+            quantize_blocks(self.text_decoder.resblocks)
+            quantize_blocks(self.text_decoder.cross_attn)
+            self.text_decoder.quantize_int8()
+            done += ["text", "decoder"]
+        return tuple(done)
 
     def set_attention_backend(self, backend) -> None:
         for module in self.modules():
