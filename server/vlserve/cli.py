@@ -144,6 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_shapes(sub)
 
+    from .bulk.command import register as register_bulk
+
+    register_bulk(sub, _add_model_args)
+
     p = sub.add_parser("export-onnx", help="export encoder graphs to ONNX (checked against torch)")
     p.add_argument("model", help="model folder")
     p.add_argument("--graphs", default=None,

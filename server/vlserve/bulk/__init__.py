@@ -1,0 +1,18 @@
+"""Bulk jobs on one machine: caption, embed, score or capfilt a folder of images, a manifest
+or WebDataset shards into Parquet or JSONL, resumably (`vlserve bulk`, or `run_bulk`).
+
+torch loads on first use, so the CLI's parser stays light."""
+
+__all__ = ["JOBS", "Options", "run_bulk"]
+
+
+def __getattr__(name):
+    if name in ("JOBS", "Options"):
+        from . import jobs
+
+        return getattr(jobs, name)
+    if name == "run_bulk":
+        from .run import run_bulk
+
+        return run_bulk
+    raise AttributeError(f"module 'vlserve.bulk' has no attribute {name!r}")

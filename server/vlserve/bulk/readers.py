@@ -1,0 +1,187 @@
+"""The inputs of a bulk job, each read as a stream of `Item`s in a fixed order.
+
+folder       every image file under a folder (recursively); key: its relative path;
+             text: a sidecar `<stem>.txt` if there is one (img2dataset's "files" layout)
+manifest     a JSONL, CSV or Parquet table, one row per item: `image` (a path, relative to
+             the manifest's folder, or bytes in Parquet), `text` (or `caption`), `key` (else
+             the row number)
+webdataset   tar shards (one .tar, or a folder of them): the members of one sample share a
+             key (the member name up to its first dot), as img2dataset writes them:
+             `<key>.jpg` / `.png` + `<key>.txt` and/or `<key>.json` (its "caption")
+
+A reader never raises for a bad item: the item carries the error and the job records it.
+Keys in `skip` (done by an earlier run) are passed over without reading their images.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
+MANIFEST_SUFFIXES = (".jsonl", ".csv", ".parquet")
+KINDS = ("folder", "manifest", "webdataset")
+
+
+@dataclass
+class Item:
+    key: str
+    image: bytes | None = None
+    text: str | list[str] | None = None
+    error: str | None = None  # "type: message", set when the item cannot be read
+
+
+def detect_kind(path: Path) -> str:
+    if path.is_dir():
+        return "webdataset" if any(path.glob("*.tar")) else "folder"
+    if path.suffix == ".tar":
+        return "webdataset"
+    if path.suffix in MANIFEST_SUFFIXES:
+        return "manifest"
+    raise ValueError(f"{path}: not a folder, a .tar shard or a manifest ({', '.join(MANIFEST_SUFFIXES)})")
+
+
+def open_input(path: str | Path, kind: str = "auto") -> "Reader":
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(2, "no such file or folder", str(path))
+    kind = detect_kind(path) if kind == "auto" else kind
+    return {"folder": FolderReader, "manifest": ManifestReader, "webdataset": WebDatasetReader}[kind](path)
+
+
+def _read(path: Path) -> tuple[bytes | None, str | None]:
+    try:
+        return path.read_bytes(), None
+    except FileNotFoundError:
+        return None, f"not_found: no such file: {path}"
+    except OSError as exc:
+        return None, f"unreadable: {path}: {exc.strerror or exc}"
+
+
+class Reader:
+    kind: str
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def total(self) -> int | None:
+        """The number of items, when it is cheap to know (for the ETA)."""
+        return None
+
+    def items(self, skip: set[str] = frozenset()) -> Iterator[Item]:
+        raise NotImplementedError
+
+
+class FolderReader(Reader):
+    kind = "folder"
+
+    def _files(self) -> list[Path]:
+        return sorted(p for p in self.path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+    def total(self) -> int:
+        return len(self._files())
+
+    def items(self, skip=frozenset()):
+        for file in self._files():
+            key = file.relative_to(self.path).as_posix()
+            if key in skip:
+                continue
+            image, error = _read(file)
+            sidecar = file.with_suffix(".txt")
+            text = sidecar.read_text().strip() if sidecar.is_file() else None
+            yield Item(key, image, text, error)
+
+
+def _manifest_rows(path: Path) -> Iterator[dict]:
+    if path.suffix == ".jsonl":
+        with path.open() as f:
+            for line in f:
+                if line.strip():
+                    yield json.loads(line)
+    elif path.suffix == ".csv":
+        with path.open(newline="") as f:
+            yield from csv.DictReader(f)
+    else:
+        import pyarrow.parquet as pq
+
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
+            yield from batch.to_pylist()
+
+
+class ManifestReader(Reader):
+    kind = "manifest"
+
+    def total(self) -> int | None:
+        if self.path.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            return pq.ParquetFile(self.path).metadata.num_rows
+        return sum(1 for _ in _manifest_rows(self.path))
+
+    def items(self, skip=frozenset()):
+        for i, row in enumerate(_manifest_rows(self.path)):
+            key = str(row.get("key") if row.get("key") not in (None, "") else i)
+            if key in skip:
+                continue
+            text = row.get("text", row.get("caption"))
+            image = row.get("image", row.get("image_path"))
+            if isinstance(image, dict):  # HF datasets' image struct: {"bytes", "path"}
+                image = image.get("bytes") or image.get("path")
+            if isinstance(image, (bytes, bytearray)):
+                yield Item(key, bytes(image), text)
+            elif isinstance(image, str) and image:
+                data, error = _read(self.path.parent / image)
+                yield Item(key, data, text, error)
+            else:
+                yield Item(key, None, text, "invalid_input: the row has no image")
+
+
+def _sample_key(name: str) -> tuple[str, str]:
+    """'00000/000000012.jpg' -> ('00000/000000012', 'jpg'): WebDataset splits at the first dot
+    of the base name."""
+    folder, _, base = name.rpartition("/")
+    stem, _, ext = base.partition(".")
+    return (f"{folder}/{stem}" if folder else stem), ext.lower()
+
+
+def _sample_item(key: str, members: dict[str, bytes]) -> Item:
+    image = next((members[e] for e in ("jpg", "jpeg", "png", "webp") if e in members), None)
+    text = members["txt"].decode("utf-8", "replace").strip() if "txt" in members else None
+    if text is None and "json" in members:
+        try:
+            meta = json.loads(members["json"])
+            text = meta.get("caption", meta.get("text")) if isinstance(meta, dict) else None
+        except ValueError:
+            pass
+    return Item(key, image, text, None if image is not None else "invalid_input: the sample has no image")
+
+
+class WebDatasetReader(Reader):
+    kind = "webdataset"
+
+    def shards(self) -> list[Path]:
+        return sorted(self.path.glob("*.tar")) if self.path.is_dir() else [self.path]
+
+    def items(self, skip=frozenset()):
+        for shard in self.shards():
+            yield from self._shard(shard, skip)
+
+    def _shard(self, shard: Path, skip) -> Iterator[Item]:
+        key, members = None, {}
+        with tarfile.open(shard, mode="r|*") as tar:  # streamed: a sample's members are adjacent
+            for member in tar:
+                if not member.isfile():
+                    continue
+                k, ext = _sample_key(member.name)
+                if k != key:
+                    if key is not None and key not in skip:
+                        yield _sample_item(key, members)
+                    key, members = k, {}
+                if k not in skip:
+                    members[ext] = tar.extractfile(member).read()
+        if key is not None and key not in skip:
+            yield _sample_item(key, members)
