@@ -136,8 +136,8 @@ class ManifestReader(Reader):
             elif isinstance(image, str) and image:
                 data, error = _read(self.path.parent / image)
                 yield Item(key, data, text, error)
-            else:
-                yield Item(key, None, text, "invalid_input: the row has no image")
+            else:  # a text-only row (embed --modality text); a job that needs an image says so
+                yield Item(key, None, text)
 
 
 def _sample_key(name: str) -> tuple[str, str]:
@@ -157,7 +157,7 @@ def _sample_item(key: str, members: dict[str, bytes]) -> Item:
             text = meta.get("caption", meta.get("text")) if isinstance(meta, dict) else None
         except ValueError:
             pass
-    return Item(key, image, text, None if image is not None else "invalid_input: the sample has no image")
+    return Item(key, image, text)
 
 
 class WebDatasetReader(Reader):
