@@ -233,3 +233,25 @@ def test_killed_mid_run_the_rerun_does_no_item_twice_and_loses_none(tmp_path, mo
     for row in rows:
         assert row["error"] is None and row["caption"] == expected[row["key"]]["caption"]
         assert row["logprob"] == pytest.approx(expected[row["key"]]["logprob"], abs=1e-4)
+
+
+def test_a_damaged_shard_and_a_bad_manifest_line_are_rows_with_errors(tmp_path, model, scenes):
+    folder, names, captions = scenes
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    keys = make_shard(shards / "a.tar", folder, names[:4], captions[:4])
+    whole = (shards / "a.tar").read_bytes()
+    with tarfile.open(shards / "a.tar") as tar:  # cut inside the 3rd sample's image
+        cut = tar.getmembers()[4].offset_data + 100
+    (shards / "a.tar").write_bytes(whole[:cut])
+    out = tmp_path / "out.jsonl"
+    run_bulk("embed", shards, out, model, progress=False)
+    rows = {r["key"]: r for r in read_rows(out)}
+    assert [k for k in rows if rows[k]["error"] is None] == keys[:2]
+    assert rows["a.tar"]["error"].startswith("invalid_shard:")
+
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"image": str(folder / names[0])}) + "\n{not json\n")
+    run_bulk("embed", manifest, tmp_path / "m-out.jsonl", model, progress=False)
+    rows = read_rows(tmp_path / "m-out.jsonl")
+    assert rows[0]["error"] is None and rows[1]["key"] == "1" and "line 2 is not JSON" in rows[1]["error"]

@@ -25,6 +25,7 @@ from pathlib import Path
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 MANIFEST_SUFFIXES = (".jsonl", ".csv", ".parquet")
 KINDS = ("folder", "manifest", "webdataset")
+_BAD_LINE = "\x00bad_line"  # a JSONL line that does not parse: its row is an error
 
 
 @dataclass
@@ -99,9 +100,12 @@ class FolderReader(Reader):
 def _manifest_rows(path: Path) -> Iterator[dict]:
     if path.suffix == ".jsonl":
         with path.open() as f:
-            for line in f:
+            for n, line in enumerate(f, 1):
                 if line.strip():
-                    yield json.loads(line)
+                    try:
+                        yield json.loads(line)
+                    except ValueError:
+                        yield {_BAD_LINE: f"invalid_input: {path.name} line {n} is not JSON"}
     elif path.suffix == ".csv":
         with path.open(newline="") as f:
             yield from csv.DictReader(f)
@@ -126,6 +130,9 @@ class ManifestReader(Reader):
         for i, row in enumerate(_manifest_rows(self.path)):
             key = str(row.get("key") if row.get("key") not in (None, "") else i)
             if key in skip:
+                continue
+            if _BAD_LINE in row:
+                yield Item(key, error=row[_BAD_LINE])
                 continue
             text = row.get("text", row.get("caption"))
             image = row.get("image", row.get("image_path"))
@@ -168,7 +175,11 @@ class WebDatasetReader(Reader):
 
     def items(self, skip=frozenset()):
         for shard in self.shards():
-            yield from self._shard(shard, skip)
+            try:
+                yield from self._shard(shard, skip)
+            except (tarfile.TarError, OSError) as exc:  # a damaged shard: its readable samples stand
+                if shard.name not in skip:
+                    yield Item(shard.name, error=f"invalid_shard: {shard}: {exc}")
 
     def _shard(self, shard: Path, skip) -> Iterator[Item]:
         key, members = None, {}
