@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,8 +57,8 @@ class _ItemError(Exception):
     """An error a reader already recorded, passed through as it is."""
 
 
-def run_batch(job: Job, pipeline: Pipeline, items: list[Item]) -> list[dict]:
-    """One row per item, in input order."""
+def prepare_batch(job: Job, pipeline: Pipeline, items: list[Item]) -> tuple[list[Item], dict, list[_Ready]]:
+    """(items, error rows by key, the items ready to run): the CPU part, run ahead in a thread."""
     rows: dict[str, dict] = {}
     ready: list[_Ready] = []
     for item in items:
@@ -65,9 +66,18 @@ def run_batch(job: Job, pipeline: Pipeline, items: list[Item]) -> list[dict]:
             ready.append(_prepare(job, pipeline, item))
         except Exception as exc:
             rows[item.key] = {"key": item.key, "error": str(exc) if isinstance(exc, _ItemError) else _error(exc)}
+    return items, rows, ready
+
+
+def finish_batch(job: Job, pipeline: Pipeline, items: list[Item], rows: dict, ready: list[_Ready]) -> list[dict]:
+    """One row per item, in input order."""
     for group in _run_groups(job, pipeline, ready):
         rows.update(group)
     return [rows[item.key] for item in items]
+
+
+def run_batch(job: Job, pipeline: Pipeline, items: list[Item]) -> list[dict]:
+    return finish_batch(job, pipeline, *prepare_batch(job, pipeline, items))
 
 
 def _run_groups(job, pipeline, ready: list[_Ready]):
@@ -130,33 +140,40 @@ def run_bulk(job: str | Job, input: str | Path, out: str | Path, model: str | Pa
     writer = open_output(out, job.columns, fmt, part_rows)
     already = len(writer.done)
     bar = Progress(job.name, reader.total() if progress else None, already) if progress else None
-    seen, duplicates, batch = set(writer.done), 0, []
+    seen, duplicates = set(writer.done), 0
     rows_total = errors = 0
 
-    def flush():
-        nonlocal rows_total, errors
-        rows = run_batch(job, pipeline, batch)
-        writer.write(rows)
-        rows_total += len(rows)
-        errors += sum(r["error"] is not None for r in rows)
-        if bar:
-            bar.update(rows)
-        batch.clear()
-
-    try:
-        for item in reader.items(skip=writer.done):
+    def batches():
+        nonlocal duplicates
+        batch = []
+        for item in reader.items(skip=set(writer.done)):
             if item.key in seen:  # a key twice in the input: its first row stands
                 duplicates += 1
                 continue
             seen.add(item.key)
             batch.append(item)
             if len(batch) >= batch_size:
-                flush()
+                yield prepare_batch(job, pipeline, batch)
+                batch = []
         if batch:
-            flush()
-    finally:
-        writer.close()  # Parquet: the buffered rows become a last part, also on Ctrl-C
-        if bar:
-            bar.update([], final=True)
+            yield prepare_batch(job, pipeline, batch)
+
+    prepared = batches()
+    # reading and decoding the next batch overlaps the model's work on this one (torch frees the GIL)
+    with ThreadPoolExecutor(1) as ahead:
+        try:
+            upcoming = ahead.submit(next, prepared, None)
+            while (batch := upcoming.result()) is not None:
+                upcoming = ahead.submit(next, prepared, None)
+                rows = finish_batch(job, pipeline, *batch)
+                writer.write(rows)
+                rows_total += len(rows)
+                errors += sum(r["error"] is not None for r in rows)
+                if bar:
+                    bar.update(rows)
+        finally:
+            writer.close()  # Parquet: the buffered rows become a last part, also on Ctrl-C
+            if bar:
+                bar.update([], final=True)
     return {"job": job.name, "input": str(input), "input_kind": reader.kind, "out": str(out),
             "rows_written": rows_total, "errors": errors, "done_before": already, "duplicate_keys": duplicates}
