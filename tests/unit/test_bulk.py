@@ -171,6 +171,12 @@ def test_embed_texts_of_a_manifest(tmp_path, model, scenes):
     torch.testing.assert_close(torch.tensor([r["embedding"] for r in rows]), model.embed_texts(captions[:3]),
                                atol=1e-5, rtol=0)
 
+    twice = tmp_path / "twice.jsonl"
+    twice.write_text("".join(json.dumps({"key": "x", "text": c}) + "\n" for c in captions[:2]))
+    summary = run_bulk("embed", twice, tmp_path / "twice-out.jsonl", model, options=Options(modality="text"),
+                       progress=False)
+    assert summary["rows_written"] == 1 and summary["duplicate_keys"] == 1  # the first row of a key stands
+
 
 def test_a_line_cut_short_by_a_kill_is_dropped_on_resume(tmp_path):
     out = tmp_path / "rows.jsonl"
