@@ -31,7 +31,7 @@ from common import ROOT, machine, random_blip_folder, save
 from vlserve.families.blip.model import Components
 
 
-SERVERS = ("vlserve", "vlserve_int8", "litserve", "naive")
+SERVERS = ("vlserve", "vlserve_int8", "vlserve_int8_onnx", "litserve", "naive")
 
 
 def free_port() -> int:
@@ -112,15 +112,24 @@ def main():
         if f.name != "model.toml" and not (int8 / f.name).exists():
             (int8 / f.name).symlink_to(f)
     (int8 / "model.toml").write_text('precision = "int8"\n' + batching)
+    onnx_repo = tmp / "vlserve-bench-serve-repo-int8-onnx"  # int8 with the vision encoder on ONNX Runtime
+    onnx = onnx_repo / "blip-base"
+    onnx.mkdir(parents=True, exist_ok=True)
+    for f in folder.iterdir():
+        if f.name != "model.toml" and not (onnx / f.name).exists():
+            (onnx / f.name).symlink_to(f)
+    (onnx / "model.toml").write_text('precision = "int8"\n[runtime]\nvision = "onnx"\n' + batching)
     images = [image_b64(i) for i in range(16)]
     # the images repeat every 16 requests: vlserve's image cache would skip their vision pass,
     # which the peers cannot; this benchmark measures the encoders and decoding, so it is off
-    env = {"OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": str(ROOT / "server"), "VLSERVE_IMAGE_CACHE_BYTES": "0"}
+    env = {"OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": str(ROOT / "server"), "VLSERVE_IMAGE_CACHE_BYTES": "0",
+           "VLSERVE_ORT_INTRA_OP_THREADS": str(args.threads)}
     vlserve = [sys.executable, "-m", "vlserve.cli", "serve", "--port", "{port}", "--log-level", "warning",
                "--model-repo"]
     servers = {
         "vlserve": vlserve + [str(folder.parent)],
         "vlserve_int8": vlserve + [str(int8_repo)],
+        "vlserve_int8_onnx": vlserve + [str(onnx_repo)],
         "litserve": [sys.executable, str(ROOT / "bench" / "litserve_server.py"), str(folder), "{port}",
                      str(args.threads)],
         "naive": [sys.executable, str(ROOT / "bench" / "naive_server.py"), str(folder), "{port}", str(args.threads)],
@@ -146,7 +155,8 @@ def main():
     ratios = {name: [{"clients": a["clients"], "throughput_ratio": a["throughput_rps"] / b["throughput_rps"],
                       "p99_ratio": a["p99_s"] / b["p99_s"]} for a, b in zip(runs, results[base])]
               for name, runs in results.items() if name != base}
-    path = save("serve_load-base-cpu", {"benchmark": "serve_load", "config": vars(args), "machine": machine(),
+    name = "serve_load-base-cpu" + ("" if set(args.servers) == set(SERVERS) else "-" + "-".join(args.servers))
+    path = save(name, {"benchmark": "serve_load", "config": vars(args), "machine": machine(),
                                          "results": results, "baseline": base, f"vs_{base}": ratios}, args.out)
     print(f"{'clients':>8}" + "".join(f"{n + ' rps':>18}{'p99':>7}" for n in results) + f"   (x = vs {base})")
     for i, n_clients in enumerate(args.clients):
