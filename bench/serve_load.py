@@ -34,6 +34,17 @@ from vlserve.families.blip.model import Components
 SERVERS = ("vlserve", "vlserve_int8", "vlserve_int8_onnx", "litserve", "naive")
 
 
+def twin(folder: Path, repo: Path, toml: str) -> Path:
+    """A model repository serving the same weights (symlinked) with another model.toml."""
+    other = repo / folder.name
+    other.mkdir(parents=True, exist_ok=True)
+    for f in folder.iterdir():
+        if f.name != "model.toml" and not (other / f.name).exists():
+            (other / f.name).symlink_to(f)
+    (other / "model.toml").write_text(toml)
+    return repo
+
+
 def free_port() -> int:
     import socket
 
@@ -105,20 +116,10 @@ def main():
     folder = random_blip_folder(tmp / "vlserve-bench-serve-repo" / "blip-base", "base", Components(text_decoder=True))
     batching = "[batching]\nmax_batch_size = 32\nmax_queue_delay_ms = 10\n"
     (folder / "model.toml").write_text(batching)
-    int8_repo = tmp / "vlserve-bench-serve-repo-int8"
-    int8 = int8_repo / "blip-base"
-    int8.mkdir(parents=True, exist_ok=True)
-    for f in folder.iterdir():  # the same weights, another model.toml
-        if f.name != "model.toml" and not (int8 / f.name).exists():
-            (int8 / f.name).symlink_to(f)
-    (int8 / "model.toml").write_text('precision = "int8"\n' + batching)
-    onnx_repo = tmp / "vlserve-bench-serve-repo-int8-onnx"  # int8 with the vision encoder on ONNX Runtime
-    onnx = onnx_repo / "blip-base"
-    onnx.mkdir(parents=True, exist_ok=True)
-    for f in folder.iterdir():
-        if f.name != "model.toml" and not (onnx / f.name).exists():
-            (onnx / f.name).symlink_to(f)
-    (onnx / "model.toml").write_text('precision = "int8"\n[runtime]\nvision = "onnx"\n' + batching)
+    int8_repo = twin(folder, tmp / "vlserve-bench-serve-repo-int8", 'precision = "int8"\n' + batching)
+    # int8 with the vision encoder on ONNX Runtime
+    onnx_repo = twin(folder, tmp / "vlserve-bench-serve-repo-int8-onnx",
+                     'precision = "int8"\n[runtime]\nvision = "onnx"\n' + batching)
     images = [image_b64(i) for i in range(16)]
     # the images repeat every 16 requests: vlserve's image cache would skip their vision pass,
     # which the peers cannot; this benchmark measures the encoders and decoding, so it is off
