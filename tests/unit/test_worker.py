@@ -86,3 +86,40 @@ def test_a_full_queue_refuses_at_once(worker):
                 worker.submit("double", 1, 1, later())
 
     run(go())
+
+
+class FakeDecoders:
+    """Decoders whose every step takes one tick of a fake clock."""
+
+    def __init__(self, clock: list[float], steps_left: int):
+        self.clock, self.steps_left, self.steps, self.admitted = clock, steps_left, 0, 0
+
+    @property
+    def busy(self) -> bool:
+        return self.steps_left > 0
+
+    def step(self, lock) -> None:
+        self.clock[0] += 1.0
+        self.steps, self.steps_left = self.steps + 1, self.steps_left - 1
+
+    def admit(self, live) -> None:
+        self.admitted += 1
+
+
+@pytest.mark.parametrize("credit, left, steps, admits", [(0.0, 100, 1, 0), (5.0, 100, 5, 4), (5.5, 100, 6, 5),
+                                                         (9.0, 3, 3, 3), (3.0, 0, 0, 0)])
+def test_decoding_gets_as_much_device_time_as_the_encoder_batch_before_it(engine, monkeypatch, credit, left, steps,
+                                                                          admits):
+    """One step per encoder batch starved captions under steady vision load; now the decoders
+    step until they have had the batch's time (at least one step when busy), never banking it."""
+    import vlserve.scheduling.worker as worker_module
+
+    clock = [0.0]
+    monkeypatch.setattr(worker_module.time, "monotonic", lambda: clock[0])
+    w = DeviceWorker(engine)
+    w.decoders = FakeDecoders(clock, left)
+    w.decode_credit = credit
+    w._decode_share()
+    assert w.decoders.steps == steps
+    assert w.decode_credit == 0.0
+    assert w.decoders.admitted == admits  # while time is left, rows that arrived join the next step

@@ -91,6 +91,7 @@ class DeviceWorker:
         self.decoders = Decoders(engine, limits.max_decode_rows, limits.max_queue_size, self.metrics, name)
         self.cond = threading.Condition()
         self.stopping = False
+        self.decode_credit = 0.0  # seconds of device time the decoders may take next (_decode_share)
         self.thread = threading.Thread(target=self._run, name=f"vlserve-worker-{name}", daemon=True)
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -173,11 +174,28 @@ class DeviceWorker:
             if queue:
                 self.metrics.depth(queue.op.name, queue.queued)
         if batch:
+            start = time.monotonic()
             self.current = batch
             self._run_batch(queue.op, batch)
             self.current = []
-        if self.decoders.busy and not self.stopping:
+            self.decode_credit += time.monotonic() - start
+        self._decode_share()
+
+    def _decode_share(self) -> None:
+        """Decode steps (at least one when busy) until the decoders have had as much device
+        time as the encoder batch before them. Under mixed load each side gets half the
+        device: one step per encoder batch let a stream of vision work stretch every caption
+        to 20 batches' time (bench/mixed_load.py)."""
+        stepped = False
+        while self.decoders.busy and not self.stopping and (not stepped or self.decode_credit > 0):
+            start = time.monotonic()
             self.decoders.step(self.cond)
+            self.decode_credit -= time.monotonic() - start
+            stepped = True
+            if self.decode_credit > 0:  # another step follows: rows that arrived meanwhile join it
+                with self.cond:
+                    self.decoders.admit(self._live)
+        self.decode_credit = 0.0  # never banked: idle decoders owe nothing later
 
     def _wait_for_work(self) -> GraphQueue | None:
         """Under the lock: the queue to serve now, or None when only decoding is due."""
