@@ -1,5 +1,6 @@
 """One thread per model owns its device: it forms batches for the encoder graphs and
-steps the decoders' continuous batches (scheduling/decoding.py), alternating between the two.
+steps the decoders' continuous batches (scheduling/decoding.py). When both have work, each gets
+about half the device time: after an encoder batch the decoders step for as long (_decode_share).
 
 Event-loop side: `submit` / `submit_generate` enqueue an Item and return at once (or raise
 QueueFullError); the caller awaits `item.future`. Cancelling that future (a client that
