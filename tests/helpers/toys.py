@@ -67,3 +67,14 @@ def check_itc_retrieval(toy, world) -> None:
     sim = toy.embed_images(images) @ toy.embed_texts(captions).T
     best = [captions[j] for j in sim.argmax(dim=1).tolist()]
     assert sum(b == s.caption for b, (s, _) in zip(best, scenes)) / len(scenes) >= 0.8
+
+
+def check_int8_agreement(folder: Path, toy, world, **options) -> None:
+    """precision int8 agrees with the float32 toy on >= 99% of greedy captions (issue 18)."""
+    from vlserve import load_model
+
+    _, images = world
+    int8 = load_model(folder, precision="int8")
+    got = [c[0].text for c in int8.caption(images, **options)]
+    want = [c[0].text for c in toy.caption(images, **options)]
+    assert sum(g == w for g, w in zip(got, want)) / len(want) >= 0.99, list(zip(got, want))

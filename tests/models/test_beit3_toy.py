@@ -4,7 +4,8 @@ Each test scores a batch against a threshold. unilm's classes load it: tests/par
 
 import tomllib
 
-from tests.helpers.toys import REPO, check_answers, check_captions, check_itc_retrieval, needs, toy_fixtures
+from tests.helpers.toys import (REPO, check_answers, check_captions, check_int8_agreement, check_itc_retrieval, needs,
+                                toy_fixtures)
 from vlserve.shapes import ANSWERS
 
 MODEL = REPO / "beit3-toy"
@@ -38,3 +39,7 @@ def test_vqa_by_the_classifier(toy, world):
 
 def test_retrieval_ranks_the_true_caption_first(toy, world):
     check_itc_retrieval(toy, world)
+
+
+def test_int8_agrees_with_float32(toy, world):
+    check_int8_agreement(MODEL, toy, world, max_new_tokens=16)

@@ -3,7 +3,7 @@ training draws seeds >= 1,000,000). Each test scores a batch against a threshold
 
 import tomllib
 
-from tests.helpers.toys import REPO, check_captions, check_itc_retrieval, needs, toy_fixtures
+from tests.helpers.toys import REPO, check_captions, check_int8_agreement, check_itc_retrieval, needs, toy_fixtures
 from vlserve.shapes import swap_colors
 
 MODEL = REPO / "coca-toy"
@@ -33,3 +33,7 @@ def test_retrieval_ranks_the_true_caption_first(toy, world):
     wins = sum(bool(s[0, 0] > s[0, 1]) for s in (
         toy.score([im], [sc.caption, swap_colors(sc)])["itc"] for im, sc in pairs))
     assert wins / len(pairs) >= 0.8
+
+
+def test_int8_agrees_with_float32(toy, world):
+    check_int8_agreement(MODEL, toy, world, max_new_tokens=16)
