@@ -4,7 +4,6 @@ deadline, run the task while watching for the client going away, count the outco
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -14,6 +13,7 @@ from fastapi import Request
 from ..errors import DeadlineExceededError, NotReadyError, VlserveError
 from ..metrics import Metrics
 from ..repository.repository import ModelRepository
+from ..scheduling.runner import in_pool
 from ..settings import Settings
 from .decoding import PixelBudget
 
@@ -83,8 +83,7 @@ class Gateway:
         self.metrics.request_done(model, task, outcome, status, seconds)
 
     async def in_thread(self, fn, *args):
-        context = contextvars.copy_context()  # the request id (and other context) reaches the thread
-        return await asyncio.get_running_loop().run_in_executor(self.pool, context.run, fn, *args)
+        return await in_pool(self.pool, fn, *args)
 
     async def run(self, request: Request, task: str, timeout_s: float | None, work, **roles):
         """Run `work(served, models)` for one request; every accepted request gets one answer.

@@ -81,6 +81,7 @@ class FamilyEngine(ABC):
     family: ClassVar[str]
     device: torch.device
     dtype: torch.dtype
+    int8_graphs: tuple[str, ...] = ()  # the graphs whose linear layers run in int8
     options: "EngineOptions"
     processor: Any  # RGB PIL images -> the input batch (engine/images.py), for the default `pixels`
 
@@ -93,7 +94,8 @@ class FamilyEngine(ABC):
         return {}
 
     def runtime(self, graph: str) -> str:
-        return "torch"
+        """Which runtime runs a graph: "torch", with "-int8" when its linear layers are int8."""
+        return "torch-int8" if graph in self.int8_graphs else "torch"
 
     def supports(self, capability: type) -> bool:
         """Whether this model (its checkpoint, not only its class) has an optional

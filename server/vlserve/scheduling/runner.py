@@ -22,6 +22,13 @@ from .worker import DeviceWorker, Limits
 WINDOW = 4  # pieces of one call in flight at once
 
 
+async def in_pool(pool, fn, *args):
+    """fn(*args) on an executor thread (None: asyncio's default), carrying the caller's context
+    (the request id) so the thread's log lines name the request."""
+    context = contextvars.copy_context()
+    return await asyncio.get_running_loop().run_in_executor(pool, context.run, fn, *args)
+
+
 class Runner:
     engine: FamilyEngine
     max_batch_size: int
@@ -97,8 +104,7 @@ class ScheduledRunner(Runner):
         self.submitted = False  # some work was accepted into a queue
 
     async def offload(self, fn, *args):
-        context = contextvars.copy_context()  # the request id (and other context) reaches the thread
-        return await asyncio.get_running_loop().run_in_executor(self.pool, context.run, fn, *args)
+        return await in_pool(self.pool, fn, *args)
 
     async def _run(self, op: str, inputs, size: int):
         item = self.worker.submit(op, inputs, size, self.deadline)

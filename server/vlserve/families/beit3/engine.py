@@ -56,9 +56,9 @@ class Beit3Engine(FamilyEngine):
         self.backend = make_backend(options.attention, self.device)
         self.model.set_attention_backend(self.backend)
         check_int8(options, self.device)
-        if set(options.int8_graphs) & {"vision", "text", "fusion", "decoder"}:
-            self.model.quantize_int8()  # one backbone: every graph goes int8 with it
-        self.int8 = bool(options.int8_graphs)
+        if options.int8_graphs:
+            self.model.quantize_int8()  # one backbone runs every graph: they all go int8 with it
+            self.int8_graphs = self.graphs
         if not (self.folder / SPM).is_file():
             raise CheckpointError(f"{self.folder}: no {SPM} (the XLM-R sentencepiece model unilm ships)")
         max_tokens = min(beit3.max_text_tokens, cfg.max_text_tokens)
@@ -71,20 +71,20 @@ class Beit3Engine(FamilyEngine):
         if cfg.caption:
             self.caption_decoder = Beit3CaptionGraph(self.model, self.tokenizer.eos_id, self.tokenizer.mask_id)
 
-    def runtime(self, graph: str) -> str:
-        return "torch-int8" if self.int8 else "torch"
-
     def supports(self, capability: type) -> bool:
         cfg = self.model.config
         return (capability is Captioner and cfg.caption) or (capability is AnswerClassifier and bool(cfg.answers))
 
     @property
+    def graphs(self) -> tuple[str, ...]:
+        return ("vision", "text", "fusion") + (("decoder",) if self.model.config.caption else ())
+
+    @property
     def capabilities(self):
         cfg = self.model.config
-        graphs = ("vision", "text", "fusion") + (("decoder",) if cfg.caption else ())
         return derive_capabilities(self, embedding_dim=cfg.width if cfg.retrieval else None,
                                    max_text_tokens=self.tokenizer.max_tokens, image_size=cfg.image_size,
-                                   graphs=graphs, answers=self.answers)
+                                   graphs=self.graphs, answers=self.answers)
 
     def describe(self) -> dict:
         cfg = self.model.config

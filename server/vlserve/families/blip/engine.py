@@ -108,9 +108,9 @@ class BlipEngine(FamilyEngine):
         return self.onnx is not None and graph in self.onnx
 
     def runtime(self, graph: str) -> str:
-        """Which runtime runs a graph: "torch" or "onnx", "-int8" when its linear layers are int8."""
-        runtime = "onnx" if self._on_onnx(graph) else "torch"
-        return runtime + "-int8" if graph in self.int8_graphs else runtime
+        """As FamilyEngine's, with "onnx" for the graphs ONNX Runtime runs."""
+        runtime = super().runtime(graph)
+        return runtime.replace("torch", "onnx") if self._on_onnx(graph) else runtime
 
     def describe(self) -> dict:
         return {"attention": self.backend.name, "cross_attention": self.cross_mode,

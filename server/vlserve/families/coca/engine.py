@@ -69,9 +69,6 @@ class CocaEngine(FamilyEngine):
         check_int8(options, self.device)
         self.int8_graphs = self.model.quantize_int8(options.int8_graphs)
 
-    def runtime(self, graph: str) -> str:
-        return "torch-int8" if graph in self.int8_graphs else "torch"
-
     def supports(self, capability: type) -> bool:
         return capability is Captioner
 
