@@ -1,0 +1,1 @@
+"""Ray Data bulk jobs and Ray Serve deployments on a local Ray cluster the tests start."""
