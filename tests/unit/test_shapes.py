@@ -157,3 +157,19 @@ def test_command_writes_pngs_and_json(tmp_path):
         assert [(q["question"], q["answer"]) for q in rec["qa"]] == [(q.question, q.answer) for q in qas]
         png = np.asarray(Image.open(tmp_path / rec["image"]).convert("RGB"))
         assert np.array_equal(png, np.asarray(render(scene)))
+
+
+def test_learning_rate_schedule_and_warm_restart():
+    from types import SimpleNamespace
+
+    from vlserve.shapes.training import lr_at
+
+    plain = SimpleNamespace(lr=1e-3, warmup=10, steps=100, min_lr_ratio=0.1, restart_at=None)
+    lrs = [lr_at(s, plain) for s in range(100)]
+    assert lrs[9] == pytest.approx(1e-3) and lrs[0] == pytest.approx(1e-4)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+    assert lrs[-1] == pytest.approx(1e-4, rel=0.01)
+    restarted = SimpleNamespace(**{**vars(plain), "steps": 160, "restart_at": 100})
+    again = [lr_at(s, restarted) for s in range(100, 160)]
+    assert again[0] == pytest.approx(1e-4) and again[9] == pytest.approx(1e-3)  # a fresh warm-up from step 100
+    assert all(a >= b for a, b in zip(again[10:], again[11:])) and again[-1] == pytest.approx(1e-4, rel=0.05)

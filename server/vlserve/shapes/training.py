@@ -19,9 +19,13 @@ from .world import CANVAS
 
 
 def lr_at(step: int, args) -> float:
+    """Linear warm-up, then cosine to --steps; with --restart-at R, a second warm-up and cosine
+    run from step R (a warm restart of a resumed run)."""
+    start = args.restart_at if args.restart_at is not None and step >= args.restart_at else 0
+    step -= start
     if step < args.warmup:
         return args.lr * (step + 1) / args.warmup
-    t = (step - args.warmup) / max(1, args.steps - args.warmup)
+    t = (step - args.warmup) / max(1, args.steps - start - args.warmup)
     return args.lr * (args.min_lr_ratio + (1 - args.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
 
 
@@ -137,6 +141,8 @@ def add_run_args(p, *, workdir: Path, out: Path, steps: int) -> None:
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--min-lr-ratio", type=float, default=0.02)
     p.add_argument("--warmup", type=int, default=500)
+    p.add_argument("--restart-at", type=int, default=None,
+                   help="a warm restart: from this step, a new warm-up and cosine to --steps")
     p.add_argument("--ema", type=float, default=0.999, help="decay of the weights' moving average")
     p.add_argument("--weight-decay", type=float, default=0.05)
     p.add_argument("--two-prob", type=float, default=0.6, help="share of two-object scenes (the hard ones)")
