@@ -11,6 +11,10 @@ webdataset   tar shards (one .tar, or a folder of them): the members of one samp
 
 A reader never raises for a bad item: the item carries the error and the job records it.
 Keys in `skip` (done by an earlier run) are passed over without reading their images.
+
+`partitions()` cuts an input into pieces that `read_partition` reads on their own, in
+order (files of a folder, a shard, a manifest's rows or Parquet row groups): Ray Data's
+read tasks (ray_data.py) read them in parallel; `items` is every partition read in turn.
 """
 
 from __future__ import annotations
@@ -63,6 +67,13 @@ def _read(path: Path) -> tuple[bytes | None, str | None]:
         return None, f"unreadable: {path}: {exc.strerror or exc}"
 
 
+PART_ITEMS = 256  # files or manifest rows per partition
+
+
+def _chunks(things: list, size: int = PART_ITEMS) -> list[list]:
+    return [things[i:i + size] for i in range(0, len(things), size)]
+
+
 class Reader:
     kind: str
 
@@ -73,8 +84,16 @@ class Reader:
         """The number of items, when it is cheap to know (for the ETA)."""
         return None
 
-    def items(self, skip: set[str] = frozenset()) -> Iterator[Item]:
+    def partitions(self) -> list:
+        """Small picklable descriptions of the input's pieces, in input order."""
         raise NotImplementedError
+
+    def read_partition(self, part, skip: set[str] = frozenset()) -> Iterator[Item]:
+        raise NotImplementedError
+
+    def items(self, skip: set[str] = frozenset()) -> Iterator[Item]:
+        for part in self.partitions():
+            yield from self.read_partition(part, skip)
 
 
 class FolderReader(Reader):
@@ -86,11 +105,14 @@ class FolderReader(Reader):
     def total(self) -> int:
         return len(self._files())
 
-    def items(self, skip=frozenset()):
-        for file in self._files():
-            key = file.relative_to(self.path).as_posix()
+    def partitions(self) -> list[list[str]]:
+        return _chunks([file.relative_to(self.path).as_posix() for file in self._files()])
+
+    def read_partition(self, keys, skip=frozenset()):
+        for key in keys:
             if key in skip:
                 continue
+            file = self.path / key
             image, error = _read(file)
             sidecar = file.with_suffix(".txt")
             text = sidecar.read_text().strip() if sidecar.is_file() else None
@@ -98,6 +120,7 @@ class FolderReader(Reader):
 
 
 def _manifest_rows(path: Path) -> Iterator[dict]:
+    """The rows of a JSONL or CSV manifest (Parquet ones are read by row group)."""
     if path.suffix == ".jsonl":
         with path.open() as f:
             for n, line in enumerate(f, 1):
@@ -106,14 +129,9 @@ def _manifest_rows(path: Path) -> Iterator[dict]:
                         yield json.loads(line)
                     except ValueError:
                         yield {_BAD_LINE: f"invalid_input: {path.name} line {n} is not JSON"}
-    elif path.suffix == ".csv":
+    else:
         with path.open(newline="") as f:
             yield from csv.DictReader(f)
-    else:
-        import pyarrow.parquet as pq
-
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
-            yield from batch.to_pylist()
 
 
 class ManifestReader(Reader):
@@ -126,8 +144,36 @@ class ManifestReader(Reader):
             return pq.ParquetFile(self.path).metadata.num_rows
         return sum(1 for _ in _manifest_rows(self.path))
 
+    def partitions(self) -> list:
+        """Parquet: (first row number, row group) per row group, the images stay in the file until
+        a partition is read; JSONL / CSV: the rows themselves (text: paths and captions), numbered."""
+        if self.path.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            meta, first, parts = pq.ParquetFile(self.path).metadata, 0, []
+            for group in range(meta.num_row_groups):
+                parts.append((first, group))
+                first += meta.row_group(group).num_rows
+            return parts
+        return _chunks(list(enumerate(_manifest_rows(self.path))))
+
     def items(self, skip=frozenset()):
-        for i, row in enumerate(_manifest_rows(self.path)):
+        if self.path.suffix == ".parquet":
+            yield from super().items(skip)
+        else:  # streamed, without the list of rows partitions() makes
+            yield from self._items(enumerate(_manifest_rows(self.path)), skip)
+
+    def read_partition(self, part, skip=frozenset()):
+        if self.path.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            first, group = part
+            batches = pq.ParquetFile(self.path).iter_batches(batch_size=1024, row_groups=[group])
+            part = enumerate((row for batch in batches for row in batch.to_pylist()), first)
+        yield from self._items(part, skip)
+
+    def _items(self, rows, skip) -> Iterator[Item]:
+        for i, row in rows:
             key = str(row.get("key") if row.get("key") not in (None, "") else i)
             if key in skip:
                 continue
@@ -173,13 +219,15 @@ class WebDatasetReader(Reader):
     def shards(self) -> list[Path]:
         return sorted(self.path.glob("*.tar")) if self.path.is_dir() else [self.path]
 
-    def items(self, skip=frozenset()):
-        for shard in self.shards():
-            try:
-                yield from self._shard(shard, skip)
-            except (tarfile.TarError, OSError) as exc:  # a damaged shard: its readable samples stand
-                if shard.name not in skip:
-                    yield Item(shard.name, error=f"invalid_shard: {shard}: {exc}")
+    def partitions(self) -> list[Path]:
+        return self.shards()
+
+    def read_partition(self, shard, skip=frozenset()):
+        try:
+            yield from self._shard(shard, skip)
+        except (tarfile.TarError, OSError) as exc:  # a damaged shard: its readable samples stand
+            if shard.name not in skip:
+                yield Item(shard.name, error=f"invalid_shard: {shard}: {exc}")
 
     def _shard(self, shard: Path, skip) -> Iterator[Item]:
         key, members = None, {}

@@ -126,31 +126,72 @@ def _duration(seconds: float) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m{s % 60:02d}s" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
+def open_job(job: str | Job, model: str | Path | Pipeline, *, options: Options | None = None,
+             device: str = "cpu", dtype: str = "float32") -> tuple[Job, Pipeline]:
+    """The job and its model, loaded and checked before any item runs (here, or in each Ray worker)."""
+    job = make_job(job, options) if isinstance(job, str) else job
+    pipeline = model if isinstance(model, Pipeline) else load_model(model, device=device, dtype=dtype)
+    job.check(pipeline)
+    return job, pipeline
+
+
+class Output:
+    """Where a job's rows go: the writer (whose done keys the readers skip), the first row of a
+    repeated key kept, the progress line and the counts of the summary."""
+
+    def __init__(self, job: Job, reader, out: str | Path, fmt: str | None, part_rows: int, progress: bool):
+        self.writer = open_output(out, job.columns, fmt, part_rows)
+        self.already = len(self.writer.done)
+        self.seen = set(self.writer.done)
+        self.bar = Progress(job.name, reader.total(), self.already) if progress else None
+        self.rows = self.errors = self.duplicates = 0
+
+    def fresh(self, key: str) -> bool:
+        """False for a key already written or seen: its first row stands."""
+        if key in self.seen:
+            self.duplicates += 1
+            return False
+        self.seen.add(key)
+        return True
+
+    def write(self, rows: list[dict]) -> None:
+        self.writer.write(rows)
+        self.rows += len(rows)
+        self.errors += sum(r["error"] is not None for r in rows)
+        if self.bar:
+            self.bar.update(rows)
+
+    def close(self) -> None:
+        self.writer.close()  # Parquet: the buffered rows become a last part, also on Ctrl-C
+        if self.bar:
+            self.bar.update([], final=True)
+
+    def summary(self, job: Job, input, reader, out) -> dict:
+        return {"job": job.name, "input": str(input), "input_kind": reader.kind, "out": str(out),
+                "rows_written": self.rows, "errors": self.errors, "done_before": self.already,
+                "duplicate_keys": self.duplicates}
+
+
+def check_batch_size(batch_size: int) -> None:
+    if batch_size < 1:
+        raise InvalidInputError("batch size must be >= 1", param="--batch-size")
+
+
 def run_bulk(job: str | Job, input: str | Path, out: str | Path, model: str | Path | Pipeline, *,
              batch_size: int = 16, fmt: str | None = None, kind: str = "auto", part_rows: int = 1024,
              options: Options | None = None, progress: bool = True, device: str = "cpu",
              dtype: str = "float32") -> dict:
     """Run a bulk job to completion (or resume one); returns a summary."""
-    job = make_job(job, options) if isinstance(job, str) else job
-    if batch_size < 1:
-        raise InvalidInputError("batch size must be >= 1", param="--batch-size")
+    check_batch_size(batch_size)
     reader = open_input(input, kind)
-    pipeline = model if isinstance(model, Pipeline) else load_model(model, device=device, dtype=dtype)
-    job.check(pipeline)
-    writer = open_output(out, job.columns, fmt, part_rows)
-    already = len(writer.done)
-    bar = Progress(job.name, reader.total() if progress else None, already) if progress else None
-    seen, duplicates = set(writer.done), 0
-    rows_total = errors = 0
+    job, pipeline = open_job(job, model, options=options, device=device, dtype=dtype)
+    output = Output(job, reader, out, fmt, part_rows, progress)
 
     def batches():
-        nonlocal duplicates
         batch = []
-        for item in reader.items(skip=set(writer.done)):
-            if item.key in seen:  # a key twice in the input: its first row stands
-                duplicates += 1
+        for item in reader.items(skip=set(output.writer.done)):
+            if not output.fresh(item.key):
                 continue
-            seen.add(item.key)
             batch.append(item)
             if len(batch) >= batch_size:
                 yield prepare_batch(job, pipeline, batch)
@@ -165,15 +206,7 @@ def run_bulk(job: str | Job, input: str | Path, out: str | Path, model: str | Pa
             upcoming = ahead.submit(next, prepared, None)
             while (batch := upcoming.result()) is not None:
                 upcoming = ahead.submit(next, prepared, None)
-                rows = finish_batch(job, pipeline, *batch)
-                writer.write(rows)
-                rows_total += len(rows)
-                errors += sum(r["error"] is not None for r in rows)
-                if bar:
-                    bar.update(rows)
+                output.write(finish_batch(job, pipeline, *batch))
         finally:
-            writer.close()  # Parquet: the buffered rows become a last part, also on Ctrl-C
-            if bar:
-                bar.update([], final=True)
-    return {"job": job.name, "input": str(input), "input_kind": reader.kind, "out": str(out),
-            "rows_written": rows_total, "errors": errors, "done_before": already, "duplicate_keys": duplicates}
+            output.close()
+    return output.summary(job, input, reader, out)

@@ -77,16 +77,21 @@ def _arrow_type(name: str):
             "float_list": pa.list_(pa.float64())}[name]
 
 
+def row_schema(columns: dict[str, str]):
+    """A job's rows as Arrow: key, the result columns, error. Fixed, so that a part (or a Ray
+    block) whose rows are all errors still has the result columns' types."""
+    import pyarrow as pa
+
+    return pa.schema([("key", pa.string())] + [(c, _arrow_type(t)) for c, t in columns.items()]
+                     + [("error", pa.string())])
+
+
 class ParquetWriter:
     def __init__(self, folder: Path, columns: dict[str, str], part_rows: int = 1024):
-        import pyarrow as pa
-
         if folder.exists() and not folder.is_dir():
             raise FileExistsError(17, "Parquet output is a folder of parts; a file is in the way", str(folder))
         self.folder, self.part_rows = folder, max(1, part_rows)
-        # a fixed schema: a part whose rows are all errors still has the result columns' types
-        self.schema = pa.schema([("key", pa.string())] + [(c, _arrow_type(t)) for c, t in columns.items()]
-                                + [("error", pa.string())])
+        self.schema = row_schema(columns)
         folder.mkdir(parents=True, exist_ok=True)
         for tmp in folder.glob(".part-*.tmp"):  # a part a kill left half written
             tmp.unlink()
