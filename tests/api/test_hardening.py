@@ -168,6 +168,22 @@ async def test_api_key_scheme_is_case_insensitive_and_admin_routes_follow_the_se
         assert (await live.client.get("/health/live")).status_code == 200
 
 
+
+async def test_both_probe_pairs_need_no_key_and_live_stays_up_while_draining(repo):
+    """Kubernetes and KServe probe /health/* or /v2/health/*: a draining pod must stay live
+    (else it is restarted mid-drain) and turn unready; neither pair may need the key."""
+    async with Live(Settings(model_repo=repo, api_key="s3cret")) as live:
+        for prefix in ("", "/v2"):
+            assert (await live.client.get(f"{prefix}/health/live")).status_code == 200, prefix
+            assert (await live.client.get(f"{prefix}/health/ready")).status_code == 200, prefix
+        live.gateway.draining = True
+        try:
+            for prefix in ("", "/v2"):
+                assert (await live.client.get(f"{prefix}/health/live")).status_code == 200, prefix
+                assert (await live.client.get(f"{prefix}/health/ready")).status_code == 503, prefix
+        finally:
+            live.gateway.draining = False
+
 # -- item 12: failed models ----------------------------------------------------------------
 
 async def test_a_failed_model_is_not_retryable_and_paths_are_relative(live, repo):

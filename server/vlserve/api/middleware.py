@@ -34,7 +34,8 @@ log = logging.getLogger("vlserve.api")
 TASKS = {"/v1/caption": "caption", "/v1/embeddings": "embed", "/v1/retrieval/score": "score",
          "/v1/retrieval/rank": "rank", "/v1/vqa": "vqa", "/v1/capfilt": "capfilt", "/v1/models": "models",
          "/v1/rerank": "rank", "/rerank": "rank", "/v1/chat/completions": "chat"}
-PROBES = ("/health/live", "/health/ready")  # never need the key, never counted
+# never need the key, never counted, answered while draining (KServe and Triton probe the /v2 pair)
+PROBES = ("/health/live", "/health/ready", "/v2/health/live", "/v2/health/ready")
 ADMIN = ("/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc")
 
 
