@@ -23,11 +23,12 @@ from vlserve.families.blip.config import preset  # noqa: E402
 from vlserve.families.blip.model import Blip, Components  # noqa: E402
 
 
-def random_blip_folder(folder: Path, arch: str, components: Components, seed: int = 0) -> Path:
-    """A BLIP-base/large architecture with random weights (speed does not need trained ones)."""
+def random_blip_folder(folder: Path, arch: str, components: Components, seed: int = 0, config=None) -> Path:
+    """A BLIP-base/large architecture with random weights (speed does not need trained ones);
+    `config` (a BlipConfig) instead of the preset: gpu_suite.py's tiny CPU smoke run."""
     if (folder / "model.safetensors").is_file():
         return folder
-    config = preset(arch)
+    config = config or preset(arch)
     torch.manual_seed(seed)
     model = Blip(config, components)
     with torch.no_grad():
