@@ -140,8 +140,8 @@ class Ingress:
                                    "requests", "queue_full")
             except DeploymentUnavailableError:
                 return unavailable(f"deployment '{deployment}' is unavailable")
-        return unavailable(f"the replicas of deployment '{deployment}' failed {self.attempts} times on this "
-                           f"request ({type(failure).__name__}); send it again")
+        return unavailable(f"deployment '{deployment}': the replica serving this request failed "
+                           f"({type(failure).__name__}), {self.attempts} tries in all; send it again")
 
     async def _rest(self, first: bytes, stream, deployment: str, headers: list):
         if first:
