@@ -29,6 +29,7 @@ log = logging.getLogger("vlserve.ray")
 SPANNING = ("/v1/models", "/health/live", "/health/ready", "/v2/health/live", "/v2/health/ready", "/metrics")
 NAMING_FIELDS = ("model", "captioner", "filter", "reranker")  # the first one a body gives picks the deployment
 ROUTING_S = 30.0  # beyond the request deadline: time to reach a replica (one may be starting)
+PROBE_S = 5.0  # a health probe waits no longer for a deployment with no replica up
 
 
 def unavailable(message: str, kind: str = "unavailable") -> Response:
@@ -113,14 +114,14 @@ class Ingress:
             return next((v for f in NAMING_FIELDS if isinstance(v := data.get(f), str)), None)
         return None
 
-    async def _ask(self, deployment: str, forwarded: dict):
+    async def _ask(self, deployment: str, forwarded: dict, wait_s: float | None = None):
         """(the first part of the deployment's answer, the stream of the rest), or the 503 to
         answer. A replica that dies (or cannot be reached) before answering is replaced by another."""
         from ray.exceptions import RayActorError
         from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
 
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.settings.request_timeout_s + ROUTING_S
+        deadline = loop.time() + (wait_s or self.settings.request_timeout_s + ROUTING_S)
         failure = None
         for attempt in range(1, self.attempts + 1):
             stream = self.handles[deployment].forward.remote(forwarded)
@@ -132,6 +133,9 @@ class Ingress:
                 log.warning("deployment %s: replica failed on %s (%s); attempt %d of %d", deployment,
                             forwarded["path"], type(exc).__name__, attempt, self.attempts)
                 await asyncio.sleep(0.1 * attempt)  # time for the router to hear of the dead replica
+            except asyncio.CancelledError:  # the client left: its work on the replica goes too
+                stream.cancel()
+                raise
             except TimeoutError:
                 stream.cancel()
                 return unavailable(f"no replica of deployment '{deployment}' answered in time; send it again")
@@ -149,6 +153,9 @@ class Ingress:
         try:
             async for part in stream:
                 yield part
+        except (asyncio.CancelledError, GeneratorExit):  # the client left mid-stream
+            stream.cancel()
+            raise
         except Exception as exc:  # noqa: BLE001 - once streaming, the answer cannot be sent again
             log.warning("deployment %s: the replica streaming an answer failed (%s)", deployment, type(exc).__name__)
             if not dict(headers).get(b"content-type", b"").startswith(b"text/event-stream"):
@@ -157,8 +164,8 @@ class Ingress:
                                  "stream stopped before it ended; send the request again"}})
             yield sse("[DONE]")
 
-    async def _whole(self, deployment: str, forwarded: dict) -> Answer | Response:
-        asked = await self._ask(deployment, forwarded)
+    async def _whole(self, deployment: str, forwarded: dict, wait_s: float | None) -> Answer | Response:
+        asked = await self._ask(deployment, forwarded, wait_s)
         if isinstance(asked, Response):
             return asked
         first, stream = asked
@@ -168,8 +175,9 @@ class Ingress:
     async def _spanning(self, path: str, forwarded: dict, incoming_id: bytes) -> Response:
         """Every deployment's answer, merged as one server over all their models would answer."""
         names = list(self.handles)
-        answers = await asyncio.gather(*(self._whole(name, forwarded) for name in names))
-        if path.startswith(("/health/", "/v2/health/")):
+        probe = path.startswith(("/health/", "/v2/health/"))
+        answers = await asyncio.gather(*(self._whole(name, forwarded, PROBE_S if probe else None) for name in names))
+        if probe:
             ok = [a for a in answers if isinstance(a, Answer) and a.status == 200]
             all_needed = path.endswith("/ready") and self.settings.strict_readiness
             if ok and (len(ok) == len(answers) or not all_needed):
