@@ -474,7 +474,7 @@ def step_kernel_bench(ctx: Ctx) -> None:
     dtypes = "float16" if ctx.smoke else ("bfloat16" if ctx.mode == "quick" else "float16,bfloat16")
     args = argparse.Namespace(dry_run=ctx.smoke, dtypes=dtypes)
     cases = [c for c in kb.CASES if not (ctx.smoke and c.kind in kb.CUDA_ONLY)]
-    payload, records, skipped = None, [], []
+    payload, records, skipped, failed = None, [], [], {}
     name = "cpu-interpreter"
     # One case per run(): results saved case by case, and the budget checked between cases.
     for case in cases:
@@ -482,7 +482,13 @@ def step_kernel_bench(ctx: Ctx) -> None:
             skipped.append(case.name)
             continue
         kb.CASES = [case]
-        part = kb.run(args)
+        try:
+            part = kb.run(args)
+        except Exception as e:  # noqa: BLE001 - the other cases still run
+            failed[case.name] = f"{type(e).__name__}: {str(e)[:300]}"
+            ctx.put("cases_failed", failed)
+            print(f"{case.name}: {failed[case.name]}", flush=True)
+            continue
         records += part["results"]
         if payload is None:
             payload = part
