@@ -13,8 +13,8 @@ A reader never raises for a bad item: the item carries the error and the job rec
 Keys in `skip` (done by an earlier run) are passed over without reading their images.
 
 `partitions()` cuts an input into pieces that `read_partition` reads on their own, in
-order (files of a folder, a shard, a manifest's rows or Parquet row groups): Ray Data's
-read tasks (ray_data.py) read them in parallel; `items` is every partition read in turn.
+order (files of a folder, a shard, a manifest's rows or Parquet row groups): the workers
+of a Ray job (ray_data.py) take one at a time; `items` is every partition read in turn.
 """
 
 from __future__ import annotations
@@ -67,10 +67,10 @@ def _read(path: Path) -> tuple[bytes | None, str | None]:
         return None, f"unreadable: {path}: {exc.strerror or exc}"
 
 
-PART_ITEMS = 256  # files or manifest rows per partition
+PART_ITEMS = 256  # files or manifest rows per partition, unless told
 
 
-def _chunks(things: list, size: int = PART_ITEMS) -> list[list]:
+def _chunks(things: list, size: int) -> list[list]:
     return [things[i:i + size] for i in range(0, len(things), size)]
 
 
@@ -84,8 +84,9 @@ class Reader:
         """The number of items, when it is cheap to know (for the ETA)."""
         return None
 
-    def partitions(self) -> list:
-        """Small picklable descriptions of the input's pieces, in input order."""
+    def partitions(self, size: int = PART_ITEMS) -> list:
+        """Small picklable descriptions of the input's pieces, in input order; `size` items each
+        where the reader can choose (a folder, a JSONL or CSV manifest)."""
         raise NotImplementedError
 
     def read_partition(self, part, skip: set[str] = frozenset()) -> Iterator[Item]:
@@ -105,8 +106,8 @@ class FolderReader(Reader):
     def total(self) -> int:
         return len(self._files())
 
-    def partitions(self) -> list[list[str]]:
-        return _chunks([file.relative_to(self.path).as_posix() for file in self._files()])
+    def partitions(self, size=PART_ITEMS) -> list[list[str]]:
+        return _chunks([file.relative_to(self.path).as_posix() for file in self._files()], size)
 
     def read_partition(self, keys, skip=frozenset()):
         for key in keys:
@@ -144,7 +145,7 @@ class ManifestReader(Reader):
             return pq.ParquetFile(self.path).metadata.num_rows
         return sum(1 for _ in _manifest_rows(self.path))
 
-    def partitions(self) -> list:
+    def partitions(self, size=PART_ITEMS) -> list:
         """Parquet: (first row number, row group) per row group, the images stay in the file until
         a partition is read; JSONL / CSV: the rows themselves (text: paths and captions), numbered."""
         if self.path.suffix == ".parquet":
@@ -155,7 +156,7 @@ class ManifestReader(Reader):
                 parts.append((first, group))
                 first += meta.row_group(group).num_rows
             return parts
-        return _chunks(list(enumerate(_manifest_rows(self.path))))
+        return _chunks(list(enumerate(_manifest_rows(self.path))), size)
 
     def items(self, skip=frozenset()):
         if self.path.suffix == ".parquet":
@@ -219,7 +220,7 @@ class WebDatasetReader(Reader):
     def shards(self) -> list[Path]:
         return sorted(self.path.glob("*.tar")) if self.path.is_dir() else [self.path]
 
-    def partitions(self) -> list[Path]:
+    def partitions(self, size=PART_ITEMS) -> list[Path]:
         return self.shards()
 
     def read_partition(self, shard, skip=frozenset()):

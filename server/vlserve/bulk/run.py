@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,8 +77,27 @@ def finish_batch(job: Job, pipeline: Pipeline, items: list[Item], rows: dict, re
     return [rows[item.key] for item in items]
 
 
-def run_batch(job: Job, pipeline: Pipeline, items: list[Item]) -> list[dict]:
-    return finish_batch(job, pipeline, *prepare_batch(job, pipeline, items))
+def process(job: Job, pipeline: Pipeline, items: Iterable[Item], batch_size: int) -> Iterator[list[dict]]:
+    """The rows of each batch of `batch_size` items, in input order: the one loop of a job, on
+    one machine (run_bulk) and in each Ray worker (ray_data.py)."""
+
+    def prepared():
+        batch = []
+        for item in items:
+            batch.append(item)
+            if len(batch) >= batch_size:
+                yield prepare_batch(job, pipeline, batch)
+                batch = []
+        if batch:
+            yield prepare_batch(job, pipeline, batch)
+
+    batches = prepared()
+    # reading and decoding the next batch overlaps the model's work on this one (torch frees the GIL)
+    with ThreadPoolExecutor(1) as ahead:
+        upcoming = ahead.submit(next, batches, None)
+        while (batch := upcoming.result()) is not None:
+            upcoming = ahead.submit(next, batches, None)
+            yield finish_batch(job, pipeline, *batch)
 
 
 def _run_groups(job, pipeline, ready: list[_Ready]):
@@ -186,27 +206,10 @@ def run_bulk(job: str | Job, input: str | Path, out: str | Path, model: str | Pa
     reader = open_input(input, kind)
     job, pipeline = open_job(job, model, options=options, device=device, dtype=dtype)
     output = Output(job, reader, out, fmt, part_rows, progress)
-
-    def batches():
-        batch = []
-        for item in reader.items(skip=set(output.writer.done)):
-            if not output.fresh(item.key):
-                continue
-            batch.append(item)
-            if len(batch) >= batch_size:
-                yield prepare_batch(job, pipeline, batch)
-                batch = []
-        if batch:
-            yield prepare_batch(job, pipeline, batch)
-
-    prepared = batches()
-    # reading and decoding the next batch overlaps the model's work on this one (torch frees the GIL)
-    with ThreadPoolExecutor(1) as ahead:
-        try:
-            upcoming = ahead.submit(next, prepared, None)
-            while (batch := upcoming.result()) is not None:
-                upcoming = ahead.submit(next, prepared, None)
-                output.write(finish_batch(job, pipeline, *batch))
-        finally:
-            output.close()
+    fresh = (item for item in reader.items(skip=set(output.writer.done)) if output.fresh(item.key))
+    try:
+        for rows in process(job, pipeline, fresh, batch_size):
+            output.write(rows)
+    finally:
+        output.close()
     return output.summary(job, input, reader, out)
