@@ -23,9 +23,14 @@ def _run(args: argparse.Namespace) -> dict:
         generation.pop("seed", None)  # only capfilt samples
     options = Options(prompt=args.prompt, generation=generation, modality=args.modality, heads=args.heads,
                       num_synthetic=args.num_synthetic, threshold=args.threshold)
-    return run_bulk(args.job, args.input, args.out, args.model, batch_size=args.batch_size, fmt=args.format,
-                    kind=args.input_kind, part_rows=args.part_rows, options=options, progress=not args.quiet,
-                    device=args.device, dtype=args.dtype)
+    common = dict(batch_size=args.batch_size, fmt=args.format, kind=args.input_kind, part_rows=args.part_rows,
+                  options=options, progress=not args.quiet, device=args.device, dtype=args.dtype)
+    if args.ray is None:
+        return run_bulk(args.job, args.input, args.out, args.model, **common)
+    from .ray_data import run_on_ray
+
+    return run_on_ray(args.job, args.input, args.out, args.model, address=args.ray, workers=args.ray_workers,
+                      gpus_per_worker=args.ray_gpus_per_worker, cpus_per_worker=args.ray_cpus_per_worker, **common)
 
 
 def register(subparsers, add_model_args) -> argparse.ArgumentParser:
@@ -49,5 +54,15 @@ def register(subparsers, add_model_args) -> argparse.ArgumentParser:
     p.add_argument("--num-synthetic", type=int, default=1, help="capfilt: sampled captions per image")
     p.add_argument("--threshold", type=float, default=0.5, help="capfilt: ITM probability to keep a caption")
     p.add_argument("--seed", type=int, default=0, help="capfilt: sampling seed (fixed, so a resumed run agrees)")
+    ray = p.add_argument_group("on a Ray cluster (Ray Data; pip install 'vlserve[ray]')", description=(
+        "Workers read the input and run the model; the driver writes --out as above, resumably (the "
+        "keys already written are skipped). INPUT and --model must be at the same path on every node."))
+    ray.add_argument("--ray", metavar="ADDRESS", default=None,
+                     help="'local' (start Ray for this run), 'auto' (this node's cluster) or ray://HOST:10001")
+    ray.add_argument("--ray-workers", type=int, default=1, metavar="N", help="workers, each holding the model")
+    ray.add_argument("--ray-cpus-per-worker", type=float, default=1, metavar="N",
+                     help="CPUs per worker (its torch threads)")
+    ray.add_argument("--ray-gpus-per-worker", type=float, default=0, metavar="N",
+                     help="GPUs per worker (> 0: the model runs on the worker's GPU; 0.5: two workers per GPU)")
     p.set_defaults(run=_run)
     return p
