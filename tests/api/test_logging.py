@@ -123,3 +123,12 @@ def test_serve_log_format_json_writes_only_json_lines(repo):
     access = [x for x in lines if x["logger"] == "uvicorn.access" and "/v1/models" in x["message"]]
     assert [x["request_id"] for x in access] == ["req-json-1"]
     assert {"uvicorn.error", "vlserve.repository"} <= {x["logger"] for x in lines}
+
+
+def test_other_libraries_may_pass_their_own_request_id_outside_requests():
+    """Ray Serve's loggers pass `extra={"request_id": ...}`; logging refuses to overwrite an attribute the
+    record factory set, so outside a request the factory sets none (and the format shows Serve's)."""
+    made = logging.getLogger("ray.serve").makeRecord("ray.serve", logging.INFO, __file__, 1, "call", (), None,
+                                                       extra={"request_id": "serve-1"})
+    assert made.request_id == "serve-1"
+    assert "[serve-1]: call" in logs.formatter("text").format(made)

@@ -24,6 +24,7 @@ import time
 import uuid
 
 from ..errors import NotReadyError, PayloadTooLargeError, RequestTimeoutError, UnauthorizedError, UnavailableError
+from ..logs import NO_REQUEST
 from .docs_pages import DOCS_ASSETS
 from .errors import error_response, status_of
 from .playground import is_page
@@ -76,19 +77,21 @@ class _Body:
         return message
 
 
-REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default=NO_REQUEST)
 REQUEST_ID_OK = re.compile(r"[\w.:@/+=-]{1,128}")  # what a client's id may be; else a new one is made
 
 
 def _with_request_id(factory):
     def make(*args, **kwargs):
         record = factory(*args, **kwargs)
-        record.request_id = REQUEST_ID.get()
+        request_id = REQUEST_ID.get()
+        if request_id != NO_REQUEST:  # outside requests, none: other libraries' `extra={"request_id": ...}` may set it
+            record.request_id = request_id
         return record
     return make
 
 
-logging.setLogRecordFactory(_with_request_id(logging.getLogRecordFactory()))  # every record: `request_id`
+logging.setLogRecordFactory(_with_request_id(logging.getLogRecordFactory()))  # records made in a request: `request_id`
 
 
 class RequestGuard:

@@ -5,7 +5,6 @@ runs in-process as ASGI, so every answer, error and limit is the one `vlserve se
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 
 from ..api.app import create_app
@@ -27,7 +26,6 @@ class ModelServer:
         if not ray.get_runtime_context().get_accelerator_ids().get("GPU"):
             # Ray hides no GPU from a replica it gave none: without this, device "auto" would take one
             os.environ["CUDA_VISIBLE_DEVICES"] = ""
-        _serve_keeps_its_request_ids()
         config = Settings(**settings)
         metrics = Metrics()
         repository = ModelRepository(config, metrics)
@@ -85,21 +83,6 @@ class ModelServer:
                 yield part.get("body", b"")
         finally:
             gone.set()  # a caller that left mid-request cancels the request's work, as a client leaving does
-
-
-def _serve_keeps_its_request_ids() -> None:
-    """vlserve's record factory (api.middleware) gives every record a `request_id`; Serve's loggers
-    pass their own in `extra`, which logging refuses to overwrite (KeyError in Serve's request
-    bookkeeping). Serve's records go without vlserve's."""
-    factory = logging.getLogRecordFactory()
-
-    def make(name, *args, **kwargs):
-        record = factory(name, *args, **kwargs)
-        if name == "ray" or name.startswith("ray."):
-            record.__dict__.pop("request_id", None)
-        return record
-
-    logging.setLogRecordFactory(make)
 
 
 def _scope(request: dict) -> dict:
