@@ -1,31 +1,30 @@
-"""deploy/k8s without a cluster: the Kustomize trees render (a small renderer for the subset
-they use, cross-checked against `kubectl kustomize` where kubectl is installed), every core
-resource validates against the Kubernetes OpenAPI schemas that kubernetes-validate ships
-(strict: unknown fields fail), the CRD kinds (ServiceMonitor, InferenceService) pass a
-structural check written here, and the manifests agree with the code: probe paths and the port
-are vlserve's and behave as the probes need, the termination grace outlasts the drain, the
+"""deploy/k8s without a cluster: the Kustomize trees render (kustomize.py, a small renderer for
+the subset they use, cross-checked against `kubectl kustomize` where kubectl is installed), every
+core resource validates against the Kubernetes OpenAPI schemas that kubernetes-validate ships
+(strict: unknown fields fail), the CRD kinds (ServiceMonitor, InferenceService) pass the
+structural check of crd_schemas.py, and the manifests agree with the code: probe paths and the
+port are vlserve's and behave as the probes need, the termination grace outlasts the drain, the
 HPA's metric is one vlserve exports, every env var is a real setting, the images are compose's."""
 
 from __future__ import annotations
 
 import copy
-import importlib.resources
 import inspect
 import json
 import re
 import shutil
 import subprocess
-from pathlib import Path
 
-import jsonschema
 import kubernetes_validate
 import pytest
 import tomllib
 import yaml
-from referencing import Registry, Resource
+from referencing import Registry
 from starlette.testclient import TestClient
 
 from tests.deploy.conftest import ROOT
+from tests.deploy.crd_schemas import CRD_SCHEMAS, crd_errors, k8s_definitions
+from tests.deploy.kustomize import CLUSTER_SCOPED, K8S, by_kind, json_patch, load_all, render
 from tests.deploy.test_dockerfile import env as dockerfile_env
 from vlserve import server
 from vlserve.api import middleware
@@ -34,99 +33,13 @@ from vlserve.api.gateway import Gateway
 from vlserve.metrics import Metrics
 from vlserve.settings import Settings
 
-K8S = ROOT / "deploy/k8s"
 # The oldest and newest Kubernetes minors checked; 1.30 is also the newest that
 # kubernetes-validate 1.30 (pyproject's floor) ships. Strict: additionalProperties false.
 K8S_VERSIONS = ("1.28", "1.30")
 # files in base/ that the kustomization does not list, on purpose (each says why at its top)
 NOT_RESOURCES = {"kustomization.yaml", "prometheus-adapter-rules.yaml"}
-CLUSTER_SCOPED = {"Namespace", "PersistentVolume", "StorageClass", "ClusterRole", "ClusterRoleBinding"}
 KSERVE_ENV = {"PROTOCOL"}  # KServe reads it from a custom predictor's container
-
-
-# -- a renderer for the Kustomize subset deploy/k8s uses ----------------------------------------
-
-class Unsupported(Exception):
-    pass
-
-
-def _pointer(path: str) -> list[str]:
-    return [p.replace("~1", "/").replace("~0", "~") for p in path.lstrip("/").split("/")]
-
-
-def json_patch(doc: dict, ops: list[dict]) -> None:
-    """RFC 6902 add / remove / replace, failing as kustomize does when a path is missing."""
-    for op in ops:
-        *parents, key = _pointer(op["path"])
-        node = doc
-        for part in parents:
-            node = node[int(part)] if isinstance(node, list) else node[part]
-        kind = op["op"]
-        if kind not in ("add", "remove", "replace"):
-            raise Unsupported(f"JSON patch op {kind!r}: the test's renderer knows add, remove, replace")
-        if isinstance(node, list):
-            index = len(node) if key == "-" else int(key)
-            if kind == "add":
-                node.insert(index, copy.deepcopy(op["value"]))
-            elif kind == "remove":
-                node.pop(index)
-            else:
-                node[index] = copy.deepcopy(op["value"])
-        else:
-            if kind != "add" and key not in node:
-                raise KeyError(f"{kind} {op['path']}: no such field")
-            if kind == "remove":
-                del node[key]
-            else:
-                node[key] = copy.deepcopy(op["value"])
-
-
-def _set_image(pod_spec: dict, images: list[dict]) -> None:
-    for c in pod_spec.get("containers", []) + pod_spec.get("initContainers", []):
-        name, _, tag = c["image"].rpartition(":") if ":" in c["image"].split("/")[-1] else (c["image"], "", "")
-        for rule in images:
-            if rule["name"] == name:
-                c["image"] = f"{rule.get('newName', name)}:{rule.get('newTag', tag)}".rstrip(":")
-
-
-def render(folder: Path) -> list[dict]:
-    """resources (files, or folders holding a kustomization), then patches, images, namespace."""
-    k = yaml.safe_load((folder / "kustomization.yaml").read_text())
-    extra = set(k) - {"apiVersion", "kind", "namespace", "resources", "images", "patches"}
-    if extra:
-        raise Unsupported(f"{folder}: {sorted(extra)}: extend render() in {__file__} or keep to its subset")
-    docs: list[dict] = []
-    for entry in k.get("resources", []):
-        path = folder / entry
-        if path.is_dir():
-            docs += render(path)
-        else:
-            assert path.is_file(), f"{folder / 'kustomization.yaml'} lists missing {entry}"
-            docs += [d for d in yaml.safe_load_all(path.read_text()) if d]
-    for p in k.get("patches", []):
-        ops = yaml.safe_load((folder / p["path"]).read_text() if "path" in p else p["patch"])
-        if not isinstance(ops, list):
-            raise Unsupported(f"{folder}: only JSON 6902 patches (a list of ops) are rendered here")
-        target = p["target"]
-        hits = [d for d in docs if d["kind"] == target["kind"]
-                and target.get("name", d["metadata"]["name"]) == d["metadata"]["name"]]
-        assert hits, f"{folder}: patch {p.get('path', '(inline)')} targets nothing: {target}"
-        for d in hits:
-            json_patch(d, ops)
-    for d in docs:
-        if d["kind"] == "Deployment" and k.get("images"):
-            _set_image(d["spec"]["template"]["spec"], k["images"])
-        if "namespace" in k and d["kind"] not in CLUSTER_SCOPED:
-            d["metadata"]["namespace"] = k["namespace"]
-    return docs
-
-
-def by_kind(docs: list[dict], kind: str) -> list[dict]:
-    return [d for d in docs if d["kind"] == kind]
-
-
-def load_all(relative: str) -> list[dict]:
-    return [d for d in yaml.safe_load_all((K8S / relative).read_text()) if d]
+KSERVE_MODES = {"Serverless", "RawDeployment", "ModelMesh"}
 
 
 @pytest.fixture(scope="module")
@@ -236,73 +149,9 @@ def test_strict_validation_is_not_vacuous(base):
         kubernetes_validate.validate(typo, K8S_VERSIONS[-1], strict=True)
 
 
-# Structural checks for the CRD kinds, written after the published CRDs
-# (monitoring.coreos.com_servicemonitors.yaml of prometheus-operator, and KServe's
-# serving.kserve.io_inferenceservices.yaml) but covering only the fields these manifests use:
-# NOT the published schemas. Unknown fields fail, so a field used here must be added below
-# after checking it in the CRD. Embedded Kubernetes types (Container, Volume, Toleration,
-# LabelSelector, ObjectMeta) are checked against kubernetes-validate's strict definitions.
-DEFS = "https://kubernetes.io/api/_definitions.json#/$defs/io.k8s."
-DURATION = r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"
-
-
-def _resource(api_version: str, kind: str, spec: dict) -> dict:
-    return {"type": "object", "additionalProperties": False, "required": ["apiVersion", "kind", "metadata", "spec"],
-            "properties": {"apiVersion": {"const": api_version}, "kind": {"const": kind},
-                           "metadata": {"$ref": DEFS + "apimachinery.pkg.apis.meta.v1.ObjectMeta"}, "spec": spec}}
-
-
-SERVICE_MONITOR = _resource("monitoring.coreos.com/v1", "ServiceMonitor", {
-    "type": "object", "additionalProperties": False, "required": ["endpoints", "selector"],
-    "properties": {
-        "selector": {"$ref": DEFS + "apimachinery.pkg.apis.meta.v1.LabelSelector"},
-        "namespaceSelector": {"type": "object", "additionalProperties": False,
-                              "properties": {"any": {"type": "boolean"},
-                                             "matchNames": {"type": "array", "items": {"type": "string"}}}},
-        "jobLabel": {"type": "string"},
-        "endpoints": {"type": "array", "minItems": 1, "items": {
-            "type": "object", "additionalProperties": False,
-            "properties": {"port": {"type": "string"}, "targetPort": {"type": ["integer", "string"]},
-                           "path": {"type": "string"}, "scheme": {"enum": ["http", "https"]},
-                           "interval": {"type": "string", "pattern": DURATION},
-                           "scrapeTimeout": {"type": "string", "pattern": DURATION},
-                           "honorLabels": {"type": "boolean"}}}}}})
-
-INFERENCE_SERVICE = _resource("serving.kserve.io/v1beta1", "InferenceService", {
-    "type": "object", "additionalProperties": False, "required": ["predictor"],
-    "properties": {"predictor": {
-        # ComponentExtensionSpec and the inlined PodSpec fields used here; a custom predictor
-        # has containers and no model/framework field
-        "type": "object", "additionalProperties": False, "required": ["containers"],
-        "properties": {
-            "minReplicas": {"type": "integer", "minimum": 0},
-            "maxReplicas": {"type": "integer", "minimum": 0},
-            "scaleMetric": {"enum": ["cpu", "memory", "concurrency", "rps"]},
-            "scaleTarget": {"type": "integer"},
-            "timeout": {"type": "integer"},
-            "containerConcurrency": {"type": "integer", "minimum": 0},
-            "terminationGracePeriodSeconds": {"type": "integer", "minimum": 0},
-            "serviceAccountName": {"type": "string"},
-            "nodeSelector": {"type": "object", "additionalProperties": {"type": "string"}},
-            "securityContext": {"$ref": DEFS + "api.core.v1.PodSecurityContext"},
-            "tolerations": {"type": "array", "items": {"$ref": DEFS + "api.core.v1.Toleration"}},
-            "containers": {"type": "array", "minItems": 1, "items": {"$ref": DEFS + "api.core.v1.Container"}},
-            "volumes": {"type": "array", "items": {"$ref": DEFS + "api.core.v1.Volume"}}}}}})
-
-CRD_SCHEMAS = {"ServiceMonitor": SERVICE_MONITOR, "InferenceService": INFERENCE_SERVICE}
-KSERVE_MODES = {"Serverless", "RawDeployment", "ModelMesh"}
-
-
 @pytest.fixture(scope="module")
 def k8s_registry() -> Registry:
-    folder = importlib.resources.files("kubernetes_validate") / "kubernetes-json-schema"
-    defs = json.loads((folder / f"v{K8S_VERSIONS[-1]}.0-local-strict" / "_definitions.json").read_text())
-    return Resource.from_contents(defs) @ Registry()
-
-
-def crd_errors(doc: dict, registry: Registry) -> list[str]:
-    validator = jsonschema.Draft202012Validator(CRD_SCHEMAS[doc["kind"]], registry=registry)
-    return [f"{'.'.join(map(str, e.path))}: {e.message}" for e in validator.iter_errors(doc)]
+    return k8s_definitions(K8S_VERSIONS[-1])
 
 
 def test_crd_kinds_pass_the_structural_check(base, cpu, isvc, k8s_registry):

@@ -20,9 +20,15 @@ def suite():
     spec = importlib.util.spec_from_file_location("gpu_suite_under_test", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
-    spec.loader.exec_module(module)  # standard library only at import
+    spec.loader.exec_module(module)  # standard library only at import (gpu_steps, too)
     yield module
     sys.modules.pop(spec.name, None)
+
+
+@pytest.fixture(scope="module")
+def gpu_steps(suite):
+    """bench/gpu_steps, as the driver imported it."""
+    return sys.modules["gpu_steps"]
 
 
 def test_step_selection(suite):
@@ -54,7 +60,8 @@ def test_failing_hanging_and_crashing_steps_are_recorded(tmp_path):
 
 
 def test_e2e_import_path_needs_no_server_package():
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); import gpu_suite as g; g.block_server_packages(); "
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import gpu_suite; from gpu_steps import child as g; "
+            "g.block_server_packages(); "
             "mods = g.import_e2e_path(); assert not g.server_packages_imported(), g.server_packages_imported(); "
             "import importlib.util as u; assert u.find_spec('fastapi') is None; print(','.join(mods))")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
@@ -66,7 +73,7 @@ def test_e2e_import_path_needs_no_server_package():
     assert not mods & {"fastapi", "uvicorn", "starlette", "transformers"}
 
 
-def test_targets_and_table(suite):
+def test_targets_and_table(suite, gpu_steps):
     def rec(ms, batch):
         return {"batch": batch, "median_s": ms / 1e3, "p50_ms": ms, "images_per_s": batch / (ms / 1e3)}
     meas = {"vlserve/b64/beams1": rec(25.0, 64), "transformers/b64/beams1": rec(150.0, 64),
@@ -74,7 +81,7 @@ def test_targets_and_table(suite):
     steps = {"e2e_blip_base": {"status": "ok", "wall_s": 1.0, "budget_s": 80,
                                "data": {"reference": {"name": "transformers", "dtype": "torch.float16"},
                                         "measurements": meas,
-                                        "summary": suite.e2e_summary(meas, "vlserve", "transformers", 64)}},
+                                        "summary": gpu_steps.timing.e2e_summary(meas, "vlserve", "transformers", 64)}},
              "e2e_coca": {"status": "error", "wall_s": 2.0, "budget_s": 45, "error": "RuntimeError: boom\ntrace"}}
     met = suite.targets_met(steps)
     assert met["blip_base >= 2000 images/s (greedy)"] == {"value": 2560.0, "met": True}
@@ -86,11 +93,11 @@ def test_targets_and_table(suite):
     assert "blip_large" not in text
 
 
-def test_pytest_outcomes_by_dtype(suite):
+def test_pytest_outcomes_by_dtype(gpu_steps):
     tests = {"a[f16]": {"outcome": "passed", "dtypes": "float16", "duration_s": 1.0},
              "b": {"outcome": "failed", "dtypes": "bfloat16,float16", "duration_s": 2.0, "message": "mismatch"},
              "c": {"outcome": "skipped", "dtypes": "unspecified", "duration_s": 0.0}}
-    s = suite.summarize_tests(tests)
+    s = gpu_steps.kernel_tests.summarize_tests(tests)
     assert s["counts"] == {"passed": 1, "failed": 1, "skipped": 1}
     assert s["by_dtype"]["float16"] == {"passed": 1, "failed": 1} and s["by_dtype"]["bfloat16"] == {"failed": 1}
     assert s["failures"] == [{"test": "b", "outcome": "failed", "message": "mismatch"}]
