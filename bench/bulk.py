@@ -76,7 +76,11 @@ def runners(job: str, model: Path, images: list[Path], args, out_dir: Path) -> d
     runs = itertools.count()
 
     def out() -> Path:  # a fresh output each run: an existing one would be resumed (nothing to do)
-        return out_dir / f"{job}-{next(runs)}.jsonl"
+        return out_dir / f"{model.name}-{job}-{next(runs)}.jsonl"
+
+    def counted(summary: dict) -> None:  # a timed run that skipped or failed items timed nothing
+        if summary["rows_written"] != len(images) or summary["errors"] or summary["done_before"]:
+            raise RuntimeError(f"{job} on {model.name} did not run every image: {summary}")
 
     def loop():
         pipeline = vlserve.load_model(model, device=args.device)
@@ -89,12 +93,12 @@ def runners(job: str, model: Path, images: list[Path], args, out_dir: Path) -> d
                 pipeline.capfilt(batch, texts, num_synthetic=1, **generation)
 
     fns = {"python_loop": loop,
-           "bulk": lambda: run_bulk(job, folder, out(), model, batch_size=args.batch, options=options,
-                                    progress=False, device=args.device)}
+           "bulk": lambda: counted(run_bulk(job, folder, out(), model, batch_size=args.batch, options=options,
+                                            progress=False, device=args.device))}
     for workers in args.workers:
-        fns[f"ray_{workers}w"] = lambda w=workers, g=gpus(args, workers): run_on_ray(
+        fns[f"ray_{workers}w"] = lambda w=workers, g=gpus(args, workers): counted(run_on_ray(
             job, folder, out(), model, workers=w, cpus_per_worker=max(1, args.threads // w), gpus_per_worker=g,
-            batch_size=args.batch, options=options, progress=False, device=args.device)
+            batch_size=args.batch, options=options, progress=False, device=args.device))
     return fns
 
 
