@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-import torch
 
 from vlserve.bulk import Options, run_bulk, run_on_ray
 from vlserve.bulk.ray_data import RayMissingError
 from vlserve.cli import main as cli
 from vlserve.shapes.files import write_scenes
+
+from tests.unit.test_bulk import one_thread  # noqa: F401 - the one-machine runs on one thread, as each worker does
 
 ray = pytest.importorskip("ray")
 
@@ -36,15 +37,6 @@ def cluster():
     yield
     if started:
         ray.shutdown()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The one-machine runs on one thread, as each Ray worker does (cpus_per_worker=1)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
