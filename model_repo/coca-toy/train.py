@@ -112,7 +112,9 @@ def main(argv=None) -> None:
     p.add_argument("--vision-layers", type=int, default=6)
     p.add_argument("--text-layers", type=int, default=3)
     p.add_argument("--decoder-layers", type=int, default=3)
-    p.add_argument("--queries", type=int, default=32, help="decoder tokens from the attentional pooler")
+    p.add_argument("--queries", type=int, default=128,
+                   help="decoder tokens from the attentional pooler (open_clip's CoCa: 256 for 49 patches; "
+                        "32 for 64 patches kept no relation between the objects)")
     args = p.parse_args(argv)
 
     tuner = start(args)
