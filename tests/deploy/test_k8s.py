@@ -356,19 +356,25 @@ def test_each_model_folder_is_served_by_one_group_of_its_families(base, isvc):
         (volume,) = [v for v in spec["volumes"] if "persistentVolumeClaim" in v]
         assert volume["persistentVolumeClaim"] == {"claimName": pvc["metadata"]["name"], "readOnly": True}
         repo = str(_settings(c).model_repo)
-        families = set()
+        families, pending = set(), False
         for m in c["volumeMounts"]:
             assert m["name"] == volume["name"] and m["readOnly"] and m["mountPath"] == f"{repo}/{m['subPath']}"
-            toml = ROOT / "model_repo" / m["subPath"] / "model.toml"
-            assert toml.is_file(), f"{where} mounts {m['subPath']}, which is no model folder of model_repo/"
-            families.add(tomllib.loads(toml.read_text())["family"])
+            folder = ROOT / "model_repo" / m["subPath"]
+            assert folder.is_dir(), f"{where} mounts {m['subPath']}, which is no folder of model_repo/"
+            if (folder / "model.toml").is_file():
+                families.add(tomllib.loads((folder / "model.toml").read_text())["family"])
+            else:  # a toy whose weights (and model.toml) are still to ship: its family is not known here
+                pending = True
             if where != "kserve":
                 assert m["subPath"] not in served, f"{m['subPath']} in {served[m['subPath']]} and {where}"
                 served[m["subPath"]] = where
         if where != "kserve":
-            assert set(where.split("-")[1:]) == families, (where, families)
+            named = set(where.split("-")[1:])
+            assert named >= families if pending else named == families, (where, families)
     shipped = {p.parent.name for p in (ROOT / "model_repo").glob("*/model.toml")}
-    assert set(served) == shipped, f"shipped models without a group: {sorted(shipped - set(served))}"
+    assert shipped <= set(served), f"shipped models without a group: {sorted(shipped - set(served))}"
+    for name in set(served) - shipped:  # mounted before its weights ship: only a toy still training
+        assert (ROOT / "model_repo" / name / "train.py").is_file(), f"{name} is mounted but no model folder"
 
 
 def test_images_are_the_ones_compose_builds(base, cpu, isvc):
