@@ -69,8 +69,10 @@ class Ingress:
         incoming_id = request.headers.get("x-request-id", "").encode("latin-1")
         if request.method == "GET" and path in SPANNING:
             return await self._spanning(path, forwarded, incoming_id)
-        deployment = self.models.get(await self._named(path, request.headers.get("content-type", ""), body),
-                                     self.default)
+        deployment = self.default
+        if len(self.handles) > 1:  # parsing a body (a form spools its images) only when there is a choice
+            deployment = self.models.get(await self._named(path, request.headers.get("content-type", ""), body),
+                                         self.default)
         asked = await self._ask(deployment, forwarded)
         if isinstance(asked, Response):
             return asked
