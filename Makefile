@@ -11,6 +11,9 @@ TORCH_SPEC ?= torch==2.13.0
 REF_VENV ?= .venv-ref
 REF_PY := $(REF_VENV)/bin/python
 REF_SPEC ?= torch==2.14.1 torchvision==0.29.1
+# No wheel cache: it would keep a second copy of every download, and the disk is shared (CI once
+# ran out of space while installing the reference environment).
+export PIP_NO_CACHE_DIR := 1
 
 .PHONY: install test serve bench clean
 

@@ -21,14 +21,13 @@ import argparse
 import asyncio
 import json
 import sys
-import tempfile
 import types
 import warnings
 from pathlib import Path
 
 import torch
 
-from common import ROOT, interleaved, machine, parse_run_args, save
+from common import ROOT, interleaved, machine, parse_run_args, save, scratch_dir
 
 sys.path.insert(0, str(ROOT))
 with warnings.catch_warnings():
@@ -93,7 +92,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--tasks", default="retrieval,vqa,caption")
     args = parse_run_args(ap)
-    root = Path(tempfile.mkdtemp(prefix="vlserve-bench-beit3-"))
+    root = scratch_dir("vlserve-bench-beit3-")
     spm = train_spm(root / "beit3.spm")
     texts = TEXTS[: args.batch]
     results, lengths = {}, {}

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -93,4 +96,12 @@ def save(name: str, payload: dict, out: str | None = None) -> Path:
     path = Path(out) if out else ROOT / "bench" / "results" / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2) + "\n")
+    return path
+
+
+def scratch_dir(prefix: str) -> Path:
+    """A fresh temporary folder removed when the process exits: generated models run to GBs,
+    and runs left behind filled a shared disk once."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, path, True)
     return path

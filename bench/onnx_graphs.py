@@ -21,7 +21,7 @@ import tempfile  # noqa: E402
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from common import ROOT, interleaved, machine, random_blip_folder, save  # noqa: E402
+from common import ROOT, interleaved, machine, random_blip_folder, save, scratch_dir  # noqa: E402
 
 from vlserve.families.blip.engine import BlipEngine, EngineOptions  # noqa: E402
 from vlserve.families.blip.saver import save_blip  # noqa: E402
@@ -98,7 +98,7 @@ def main():
     if args.toy_agreement:
         torch.set_num_threads(args.threads)
         payload = {"benchmark": "onnx-int8-blip-toy", "machine": machine(),
-                   "blip_toy_captions": toy_caption_agreement(Path(tempfile.mkdtemp()), args.threads)}
+                   "blip_toy_captions": toy_caption_agreement(scratch_dir("vlserve-bench-onnx-toy-"), args.threads)}
         print(payload["blip_toy_captions"])
         print(f"-> {save('onnx-int8-blip-toy-agreement', payload, args.out)}")
         return

@@ -3,7 +3,6 @@ bench/beit3_vs_unilm.py) where importable, else vlserve alone ("reference unavai
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 from .core import Ctx, load_bench, step
@@ -57,7 +56,7 @@ def step_beit3(ctx: Ctx) -> None:
     from vlserve.families.beit3.config import Beit3Config
     from vlserve.families.beit3.engine import Beit3Engine, Beit3Options
 
-    root = Path(tempfile.mkdtemp(prefix="gpu-suite-beit3-"))
+    root = load_bench("common").scratch_dir("gpu-suite-beit3-")
     spm = train_spm(root / "beit3.spm")
     reference = unilm_reference(ctx, root, spm)
     if reference is not None:

@@ -7,6 +7,7 @@ import collections
 import json
 import os
 import signal
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -76,6 +77,7 @@ def run_child(st: Step, mode: str, budget: float, args, log: Log, env: dict) -> 
         child = json.loads(child_json.read_text())
     except (OSError, ValueError):
         child = {"status": None, "error": None, "data": {}}
+    shutil.rmtree(tmp, ignore_errors=True)
     rec["data"] = child.get("data", {})
     if killed:
         rec["status"], rec["error"] = "timeout", f"killed at its budget of {budget:.0f} s (partial data kept)"
