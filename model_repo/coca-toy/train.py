@@ -41,7 +41,7 @@ def make_config(args) -> CocaConfig:
     return CocaConfig(
         embed_dim=w,
         vision=VisionConfig(image_size=args.image_size, patch_size=args.patch_size, width=w, layers=args.vision_layers,
-                            head_width=32, attentional_pool=True, attn_pooler_queries=args.queries + 1,
+                            head_width=32, attentional_pool=args.queries > 0, attn_pooler_queries=args.queries + 1,
                             attn_pooler_heads=w // 32),
         text=TextConfig(context_length=CONTEXT, vocab_size=49408, width=w, heads=w // 32, layers=args.text_layers,
                         embed_cls=True),
@@ -112,9 +112,12 @@ def main(argv=None) -> None:
     p.add_argument("--vision-layers", type=int, default=6)
     p.add_argument("--text-layers", type=int, default=3)
     p.add_argument("--decoder-layers", type=int, default=3)
-    p.add_argument("--queries", type=int, default=128,
-                   help="decoder tokens from the attentional pooler (open_clip's CoCa: 256 for 49 patches; "
-                        "with 32 for 64 patches the captions missed left-of vs above in half the two-object scenes)")
+    p.add_argument("--queries", type=int, default=0,
+                   help="decoder tokens from the attentional pooler (open_clip's coca_ViT-*: 256 for 49 patches); "
+                        "0: no pooler, the decoder reads every patch token and the contrastive embedding is the "
+                        "class token's (open_clip's coca_base), as blip-toy's decoder reads every patch. With 32 "
+                        "pooled tokens for 64 patches the captions missed left-of vs above in half the two-object "
+                        "scenes")
     args = p.parse_args(argv)
 
     tuner = start(args)
