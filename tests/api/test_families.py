@@ -24,7 +24,7 @@ def family_repo(tmp_path_factory):
     root = tmp_path_factory.mktemp("families")
     make_folder(root / "plain")  # no model.toml: sniffed
     hub = root / "models--Salesforce--blip-tiny"
-    snapshot = make_folder(hub / "snapshots" / "abc123", seed=2)
+    make_folder(hub / "snapshots" / "abc123", seed=2)
     (hub / "refs").mkdir()
     (hub / "refs" / "main").write_text("abc123")
     (hub / "blobs").mkdir()
@@ -132,3 +132,5 @@ async def test_the_default_model_answers_requests_that_name_none(tmp_path):
         assert r.status_code == 200 and r.json()["model"] == "second"
         r = await live.client.post("/v1/embeddings", json={"texts": ["a red dog"], "model": "first"})
         assert r.json()["model"] == "first"
+        listed = (await live.client.get("/v1/models")).json()["models"]
+        assert {m["name"]: m["default"] for m in listed} == {"first": False, "second": True}  # the playground's pick

@@ -18,5 +18,6 @@ def drain_repo(tmp_path_factory):
     (about 2 s on a 2-core VM): the drain test must still have work in flight when it lands."""
     root = tmp_path_factory.mktemp("drain-repo")
     make_folder(root / "toy", config=tiny_config(width=128, image=96))
-    (root / "toy" / "model.toml").write_text('name = "toy"\n[batching]\nmax_batch_size = 1\nmax_decode_rows = 32\nmax_queue_size = 1024\n')
+    (root / "toy" / "model.toml").write_text(
+        'name = "toy"\n[batching]\nmax_batch_size = 1\nmax_decode_rows = 32\nmax_queue_size = 1024\n')
     return root

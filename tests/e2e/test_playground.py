@@ -1,6 +1,6 @@
 """The playground in a real browser: Debian's chromium driven by Playwright against a
-`vlserve serve` subprocess (with an API key) serving the shipped blip-toy. The page must show
-what the API itself answers for the same held-out scene.
+`vlserve serve` subprocess (with an API key) serving the shipped blip-toy and beit3-toy. The page
+must show what the API itself answers for the same held-out scene.
 
 Needs /usr/bin/chromium (`.ci/run` installs it and sets VLSERVE_REQUIRE_BROWSER=1, so CI
 fails rather than skips). VLSERVE_SCREENSHOTS=<dir> keeps screenshots (the README's)."""
@@ -35,7 +35,8 @@ sync_api = pytest.importorskip("playwright.sync_api")
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     repo = tmp_path_factory.mktemp("playground-repo")
-    shutil.copytree(ROOT / "model_repo" / "blip-toy", repo / "blip-toy")
+    for name in ("blip-toy", "beit3-toy"):  # beit3-toy sorts first: the page must pick the default
+        shutil.copytree(ROOT / "model_repo" / name, repo / name)
     proc = ServerProcess("--model-repo", str(repo), env={"VLSERVE_API_KEY": KEY})
     try:
         proc.wait_ready()
@@ -156,6 +157,40 @@ def test_streamed_caption_and_example_ranking(server, page):
     page.wait_for_selector("#rank-out li")
     assert page.locator("#rank-out li").count() == len(examples)
     shot(page, "playground-stream-rank.png")
+
+
+def test_beit3_toy_classifies_answers_and_has_no_itm(server, page, scene, tmp_path):
+    """Another family's capabilities shape the page: VQA by classification only, ITC only, and
+    no CapFilt or ITM controls asked of a model without a match head."""
+    sc, qa, path = scene
+    path = Path(shutil.copy(path, tmp_path / "again.png"))  # a new name: the same one fires no change
+    page.set_input_files("#file", str(path))
+    page.wait_for_function("document.querySelector('#image-info').textContent.includes('again.png')")
+    page.select_option("#model", "beit3-toy")
+    assert page.eval_on_selector_all("#vqa-mode option", "os => os.map(o => o.value)") == ["classify"]
+    assert "beit3" in page.inner_text("#model-info")
+    image = base64.b64encode(path.read_bytes()).decode()
+    question = next(q for q in qa if q.type == "shape")
+    page.fill("#vqa-question", question.question)
+    page.fill("#vqa-top-k", "3")
+    page.click("#vqa-run")
+    page.wait_for_selector("#vqa-out .bar-row >> nth=2")
+    want = api(server, "/v1/vqa", {"model": "beit3-toy", "images": [image], "questions": [question.question],
+                                   "mode": "classify", "top_k": 3})["answers"][0]
+    assert page.inner_text("#vqa-out strong") == want["text"]
+    rows = page.locator("#vqa-out .bar-row")
+    assert [rows.nth(i).locator("span").first.inner_text() for i in range(3)] == [r["text"] for r in want["ranked"]]
+
+    texts = [sc.caption, swap_colors(sc)]
+    page.fill("#score-texts", "\n".join(texts))
+    page.click("#score-run")
+    page.wait_for_selector("#score-out tr >> nth=2")
+    assert page.locator("#score-out th").all_inner_texts() == ["text", "ITC cosine"]
+    want = api(server, "/v1/retrieval/score", {"model": "beit3-toy", "images": [image], "texts": texts})
+    cells = page.locator("#score-out tr").nth(1).locator("td")
+    assert float(cells.nth(1).inner_text()) == pytest.approx(want["itc"][0][0], abs=1e-4)
+    assert not page.is_visible("#error")
+    page.select_option("#model", "blip-toy")  # back to the default for the tests after
 
 
 def test_a_non_image_upload_shows_the_servers_message(page, tmp_path):

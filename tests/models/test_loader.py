@@ -42,7 +42,8 @@ def test_missing_key_is_named(tiny_pow2, tmp_path):
     state = load_file(folder / "model.safetensors")
     del state["text_encoder.encoder.layer.1.output.dense.weight"]
     save_file(state, folder / "model.safetensors")
-    with pytest.raises(CheckpointError, match=r"missing key\(s\): text_encoder\.encoder\.layer\.1\.output\.dense\.weight"):
+    missing = r"missing key\(s\): text_encoder\.encoder\.layer\.1\.output\.dense\.weight"
+    with pytest.raises(CheckpointError, match=missing):
         BlipEngine(folder)
 
 

@@ -91,7 +91,8 @@ def test_generate_matches_transformers(tiny, setting, cross):
         steps = torch.stack(out.logits, 1).log_softmax(-1)  # (B, T, V) the model's log-probs
         for i, caps in enumerate(ours):
             gen = rows[i][len(prompt_ids):]
-            n = len(caps[0].tokens) + (1 if len(caps[0].tokens) < len(gen) and gen[len(caps[0].tokens)] == SEP_ID else 0)
+            k = len(caps[0].tokens)
+            n = k + (1 if k < len(gen) and gen[k] == SEP_ID else 0)
             ref = sum(steps[i, t, gen[t]].item() for t in range(n))
             assert caps[0].logprob == pytest.approx(ref, abs=1e-4)
 

@@ -45,7 +45,8 @@ def test_repetition_penalty_formula():
 def test_top_k_and_top_p():
     logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
     one = torch.ones(1)
-    kept = lambda k, p: torch.isfinite(warp(logits, one, torch.tensor([k]), torch.tensor([p])))[0].tolist()
+    def kept(k, p):
+        return torch.isfinite(warp(logits, one, torch.tensor([k]), torch.tensor([p])))[0].tolist()
     assert kept(2, 1.0) == [True, True, False, False]
     assert kept(0, 0.75) == [True, True, False, False]  # 0.5 + 0.3 reaches 0.75
     assert kept(0, 0.8) == [True, True, False, False]
@@ -89,7 +90,8 @@ def test_sampling_is_reproducible_with_a_seed(engine):
     a = caption(engine, px, do_sample=True, seed=7, num_return=4, max_new_tokens=10)
     b = caption(engine, px, do_sample=True, seed=7, num_return=4, max_new_tokens=10)
     c = caption(engine, px, do_sample=True, seed=8, num_return=4, max_new_tokens=10)
-    tokens = lambda caps: [[x.tokens for x in per_image] for per_image in caps]
+    def tokens(caps):
+        return [[x.tokens for x in per_image] for per_image in caps]
     assert tokens(a) == tokens(b)
     assert tokens(a) != tokens(c)
     assert all(len(per_image) == 4 for per_image in a)
@@ -202,7 +204,8 @@ def test_cancelled_group_leaves_others_untouched(engine):
     px = pixels(3, seed=10)
     states = engine.encode_images(px)
     p = GenerationParams(max_new_tokens=10, min_new_tokens=10, num_beams=2)
-    mk = lambda i: make_group([engine.tokenizer.dec_id], p, states[i], states.shape[1])
+    def mk(i):
+        return make_group([engine.tokenizer.dec_id], p, states[i], states.shape[1])
     alone = [generate(engine.caption_decoder, [mk(i)])[0] for i in range(3)]
     loop = DecodeLoop(engine.caption_decoder)
     groups = [mk(i) for i in range(3)]

@@ -103,6 +103,7 @@ class ModelInfo(BaseModel):
     name: str
     family: str | None = None  # None when no family claims the folder (state "skipped")
     state: Literal["loading", "ready", "failed", "skipped"]
+    default: bool = False  # model.toml's default = true: requests naming no model get it
     error: str | None = None  # why it failed, or why no family claims the folder
     warnings: list[str] = []
     tasks: list[str]  # the routes it serves: caption, embed, score, rank, vqa, capfilt

@@ -261,6 +261,8 @@ class ModelInfo(BaseModel):
     name: str
     family: str | None = None
     state: Literal["loading", "ready", "failed", "skipped"]
+    default: bool = Field(False, description="its model.toml says `default = true`: a request that names no model "
+                          "gets it where several models serve the task")
     error: str | None = Field(None, description="why it failed, or why no family claims the folder")
     warnings: list[str] = []
     tasks: list[str] = Field(description="the routes it serves: caption, embed, score, rank, vqa, capfilt")
@@ -284,7 +286,7 @@ class OpenAIModel(BaseModel):
 
 class ModelsResponse(BaseModel):
     model_config = _answer({"object": "list", "models": [{
-        "name": "blip-toy", "family": "blip", "state": "ready", "warnings": [],
+        "name": "blip-toy", "family": "blip", "state": "ready", "default": True, "warnings": [],
         "tasks": ["caption", "embed", "score", "rank", "vqa", "capfilt"],
         "graphs": ["vision", "text", "itm", "decoder"], "device": "cpu", "dtype": "float32",
         "capabilities": {"score_heads": ["itc", "itm"], "vqa_modes": ["generate", "rank"], "embedding_dim": 256,

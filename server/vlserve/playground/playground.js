@@ -71,7 +71,9 @@ async function loadModels() {
   select.replaceChildren(...models.map((m) => el("option", {
     value: m.name, textContent: m.state === "ready" ? m.name : `${m.name} (${m.state})`,
     disabled: m.state !== "ready" })));
-  const first = models.find((m) => m.state === "ready");
+  // the model requests without a name get (model.toml's default = true), else the first ready one
+  const ready = models.filter((m) => m.state === "ready");
+  const first = ready.find((m) => m.default) || ready[0];
   if (first) select.value = first.name;
   applyModel();
 }

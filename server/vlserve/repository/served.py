@@ -125,7 +125,8 @@ class ServedModel:
     def describe(self) -> dict:
         engine, caps = self.engine, self.capabilities
         return {
-            "name": self.name, "family": self.spec.family, "state": self.state, "error": self.error,
+            "name": self.name, "family": self.spec.family, "state": self.state, "default": bool(self.spec.default),
+            "error": self.error,
             "warnings": list(self.spec.warnings),
             "tasks": list(caps.tasks), "graphs": list(caps.graphs),
             "capabilities": {"score_heads": list(caps.score_heads), "vqa_modes": list(caps.vqa_modes),
