@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import atexit
-
 import json
 import os
 import platform
