@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from vlserve.families.coca.loader import save_coca  # noqa: E402
 from vlserve.families.coca.text import Coca  # noqa: E402
 from vlserve.families.coca.tokenizer import ClipTokenizer  # noqa: E402
 from vlserve.shapes import false_caption, render, sample_scene  # noqa: E402
+from vlserve.shapes.world import CAPTION_WORDS  # noqa: E402
 from vlserve.shapes.evaluation import validate  # noqa: E402
 from vlserve.shapes.training import Ema, adamw, add_run_args, resume, sincos_2d, start, train  # noqa: E402
 
@@ -82,9 +84,34 @@ def make_batch(step: int, seed: int, size: int, tok: ClipTokenizer, processor: C
     return processor([render(s) for s in scenes]), tok.encode_batch(captions), tok.encode_batch(false)
 
 
-def losses(model: Coca, pixels, ids, false_ids, pad_id: int, smoothing: float) -> dict[str, torch.Tensor]:
+def world_token_ids(tok: ClipTokenizer) -> torch.Tensor:
+    """The ids a caption can hold after <start_of_text>: the world's words and <end_of_text>
+    (CLIP's BPE splits at spaces, so a word's tokens do not depend on its neighbours)."""
+    return torch.tensor(sorted(set(tok.encode_batch([" ".join(CAPTION_WORDS)])[0].tolist()[1:]) - {tok.pad_id}))
+
+
+def world_caption_loss(states, targets, projection, used, pad_id: int, smoothing: float) -> torch.Tensor:
+    """Cross-entropy over the whole vocabulary, with label smoothing, as F.cross_entropy gives
+    it, for a projection whose columns outside `used` are zero: those logits are exactly 0, so
+    they enter the log-sum-exp as one term log(V - U). The (N, V) logits are never formed:
+    49,408 columns made most of a step's time. The zero columns get no gradient and stay
+    zero (weight decay keeps zero at zero)."""
+    vocab = projection.shape[1]
+    keep = targets != pad_id
+    z = states[keep] @ projection[:, used]  # (N, U)
+    index = torch.searchsorted(used, targets[keep])
+    rest = z.new_full((z.shape[0], 1), math.log(vocab - used.numel()))
+    lse = torch.logsumexp(torch.cat([z, rest], 1), 1)
+    nll = lse - z.gather(1, index[:, None]).squeeze(1)
+    uniform = lse - z.sum(1) / vocab  # mean over the V classes of -log p
+    return ((1 - smoothing) * nll + smoothing * uniform).mean()
+
+
+def losses(model: Coca, pixels, ids, false_ids, pad_id: int, smoothing: float,
+           used: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """CoCa's two losses: contrastive (images against their captions and the near-miss false
-    ones) and captioning (teacher-forced next token, padding ignored)."""
+    ones) and captioning (teacher-forced next token, padding ignored). With `used`, the
+    captioning loss is world_caption_loss (the same value for this model, see there)."""
     latent, tokens = model.visual(pixels)
     img = F.normalize(latent, dim=-1)
     txt = F.normalize(model.text(torch.cat([ids, false_ids])), dim=-1)
@@ -92,9 +119,14 @@ def losses(model: Coca, pixels, ids, false_ids, pad_id: int, smoothing: float) -
     logits = model.logit_scale.exp().clamp(max=100) * img @ txt.T  # (B, B + B*K)
     target = torch.arange(b)
     contrastive = (F.cross_entropy(logits, target) + F.cross_entropy(logits[:, :b].T, target)) / 2
-    out = model.teacher_forced(tokens, ids[:, :-1])  # (B, L - 1, V)
-    caption = F.cross_entropy(out.reshape(-1, out.shape[-1]), ids[:, 1:].reshape(-1), ignore_index=pad_id,
-                              label_smoothing=smoothing)
+    d = model.text_decoder
+    states = d.ln_final(model.decoder_states(tokens, ids[:, :-1]))  # (B, L - 1, D)
+    if used is not None:
+        caption = world_caption_loss(states, ids[:, 1:], d.text_projection, used, pad_id, smoothing)
+    else:
+        out = states @ d.text_projection
+        caption = F.cross_entropy(out.reshape(-1, out.shape[-1]), ids[:, 1:].reshape(-1), ignore_index=pad_id,
+                                  label_smoothing=smoothing)
     return {"contrastive": contrastive, "caption": 2.0 * caption}  # CoCa's weights: 1 and 2
 
 
@@ -118,15 +150,23 @@ def main(argv=None) -> None:
                         "class token's (open_clip's coca_base), as blip-toy's decoder reads every patch. With 32 "
                         "pooled tokens for 64 patches the captions missed left-of vs above in half the two-object "
                         "scenes")
+    p.add_argument("--full-vocab-loss", action="store_true",
+                   help="train every column of the vocabulary projection (slower: 49,408 logits per token); "
+                        "by default the columns no caption uses are zero and the loss skips them exactly")
     args = p.parse_args(argv)
 
     tuner = start(args)
     config = make_config(args)
     model = Coca(config)
     init_weights(model, args.seed)
+    tok = ClipTokenizer(CONTEXT)
+    used = None if args.full_vocab_loss else world_token_ids(tok)
+    if used is not None:
+        with torch.no_grad():
+            keep = model.text_decoder.text_projection[:, used].clone()
+            model.text_decoder.text_projection.zero_()[:, used] = keep
     ema = Ema(model, args.ema)
     opt = adamw(model, args, embeddings="embedding")
-    tok = ClipTokenizer(CONTEXT)
     processor = CropProcessor(size=config.vision.image_size)
     step, spent, _ = resume(args, model, opt, ema)
     vocab_params = 2 * config.text.vocab_size * config.text.width
@@ -136,7 +176,7 @@ def main(argv=None) -> None:
 
     def losses_at(step: int) -> dict:
         batch = make_batch(step, args.seed, args.batch, tok, processor, args.two_prob, args.negatives)
-        return losses(model, *batch, tok.pad_id, args.smoothing)
+        return losses(model, *batch, tok.pad_id, args.smoothing, used)
 
     train(args, model, opt, ema, tuner, step, spent, losses_at,
           validate=lambda folder: validate(evaluate, folder, args.val_n), export=lambda m, folder: export(m, folder),

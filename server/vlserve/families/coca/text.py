@@ -140,6 +140,10 @@ class Coca(nn.Module):
     def teacher_forced(self, image_tokens: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """Logits (B, L, V) of every position of ids (B, L), the text tower then the decoder, as
         open_clip's forward computes them (used in training and tests)."""
+        return self.text_decoder.logits(self.decoder_states(image_tokens, ids))
+
+    def decoder_states(self, image_tokens: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """The decoder's last states (B, L, D) before ln_final and the vocabulary projection."""
         t = self.text
         x = t.token_embedding(ids) + t.positional_embedding[: ids.shape[1]].to(t.token_embedding.weight.dtype)
         x = t.transformer(x, key_padding_mask=~shifted_key_mask(ids, t.pad_id), causal=True)
@@ -148,4 +152,4 @@ class Coca(nn.Module):
             x = block(x, causal=True)
             k, v = cross.attn.kv(cross.ln_1_kv(image_tokens))
             x = cross.attend_with(x, cross.attn.backend.prefill(cross.attn.q(cross.ln_1(x)), k, v))
-        return d.logits(x)
+        return x
