@@ -67,6 +67,8 @@ def init_weights(model: Coca, seed: int) -> None:
             p.zero_() if "emb" not in name else p.normal_(0, 0.01, generator=g)
         elif "embedding" in name or name.endswith("query"):
             p.normal_(0, 0.02, generator=g)
+        elif p.dim() == 4:  # the patch convolution: fan-in is 3 x patch x patch (16 alone gave 7x the scale)
+            p.normal_(0, p[0].numel() ** -0.5, generator=g)
         else:
             p.normal_(0, p.shape[-1] ** -0.5, generator=g)
     v = model.visual.positional_embedding  # row 0 is the class token's

@@ -11,6 +11,7 @@ from PIL import Image
 from vlserve.shapes import (ANSWERS, COLORS, SHAPES, SIZES, Obj, generate, render, shape_mask, swap_colors,
                             vocabulary)
 from vlserve.shapes.command import register
+from vlserve.shapes.world import flip_relation
 
 RGB = {"red": (220, 30, 30), "green": (30, 170, 60), "blue": (30, 70, 220), "yellow": (235, 200, 20)}
 BG = {"black": (0, 0, 0), "white": (255, 255, 255), "gray": (128, 128, 128)}
@@ -132,6 +133,14 @@ def test_swap_colors():
     swapped = swap_colors(scene)
     assert swapped != scene.caption and CAPTION.match(swapped)
     assert swapped.replace(a.color, "#").replace(b.color, a.color).replace("#", b.color) == scene.caption
+
+
+def test_flip_relation():
+    scene = next(s for s, _ in generate(20, seed=3) if len(s.objects) == 2)
+    flipped = flip_relation(scene)
+    assert flipped != scene.caption and CAPTION.match(flipped)
+    assert {r for r in ("left of", "above") if r in flipped} == {"left of", "above"} - {scene.relation}
+    assert flipped.replace("left of", "#").replace("above", "left of").replace("#", "above") == scene.caption
 
 
 def test_determinism_by_seed():
