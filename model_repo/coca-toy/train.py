@@ -30,9 +30,9 @@ from vlserve.families.coca.loader import save_coca  # noqa: E402
 from vlserve.families.coca.text import Coca  # noqa: E402
 from vlserve.families.coca.tokenizer import ClipTokenizer  # noqa: E402
 from vlserve.shapes import false_caption, render, sample_scene  # noqa: E402
-from vlserve.shapes.world import CAPTION_WORDS  # noqa: E402
 from vlserve.shapes.evaluation import validate  # noqa: E402
 from vlserve.shapes.training import Ema, adamw, add_run_args, resume, sincos_2d, start, train  # noqa: E402
+from vlserve.shapes.world import CAPTION_WORDS  # noqa: E402
 
 TRAIN_SEED_BASE = 1_000_000
 CONTEXT = 20  # <start_of_text> + at most 10 words + <end_of_text>, with room

@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 from dataclasses import replace
 
-from .world import COLORS, SHAPES, SIZES, Scene, caption_of
+from .world import COLORS, SHAPES, SIZES, Scene, caption_of, other_relation
 
 
 def false_caption(scene: Scene, rng: random.Random) -> str:
@@ -37,8 +37,7 @@ def false_caption(scene: Scene, rng: random.Random) -> str:
             elif kind == "order":
                 text = caption_of([b, a], rel)
             elif kind == "relation":
-                other = "above" if rel == "left of" else "left of"
-                text = caption_of([a, b] if rng.random() < 0.5 else [b, a], other)
+                text = caption_of([a, b] if rng.random() < 0.5 else [b, a], other_relation(rel))
             elif kind == "change":
                 objs = [a, b]
                 i = rng.randrange(2)

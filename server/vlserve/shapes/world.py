@@ -136,9 +136,13 @@ def swap_colors(scene: Scene) -> str:
     return caption_of((replace(a, color=b.color), replace(b, color=a.color)), scene.relation)
 
 
+def other_relation(relation: str) -> str:
+    return "above" if relation == "left of" else "left of"
+
+
 def flip_relation(scene: Scene) -> str:
     """The two-object caption with the other relation, the objects in the same order."""
-    return caption_of(scene.objects, "above" if scene.relation == "left of" else "left of")
+    return caption_of(scene.objects, other_relation(scene.relation))
 
 
 def generate(n: int, seed: int, two_prob: float = 0.5) -> list[tuple[Scene, list[QA]]]:
